@@ -1,0 +1,6 @@
+/** segtool: scene parsing (semantic segmentation on MIT ADE20K) for Node.js on LibTorch. */
+export { SegtoolError, isSegtoolError, type SegtoolErrorCode } from './errors.js';
+export { Tensor, liveTensorCount, setNumThreads, getNumThreads, type Dtype, type TensorData } from './tensor.js';
+export { native, addonCandidates, type BuildInfo } from './native.js';
+export { loadSafetensors, saveSafetensors, disposeAll, type NamedTensors, type TensorFile } from './io/safetensors.js';
+export { systemInfo, type SystemInfo } from './system.js';

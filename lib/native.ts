@@ -1,0 +1,106 @@
+/**
+ * The one door to the native addon: loads it and declares, in one place, everything it exports.
+ * A load failure becomes one SegtoolError('ERR_ADDON_LOAD') with numbered possible fixes.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SegtoolError } from './errors.js';
+
+export type NativeDtype = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8' | 'int16';
+
+/** A native tensor handle; owned by exactly one JS object (see lib/tensor.ts). */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: NativeDtype;
+  readonly disposed: boolean;
+  /** A zero-copy typed array over the tensor's memory (keeps the memory alive). */
+  data(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int16Array;
+  dispose(): void;
+}
+
+export type NamedNativeTensors = Array<[string, NativeTensor]>;
+
+export interface BuildInfo {
+  torchVersion: string;
+  cuda: boolean;
+  cudaKernels: boolean;
+  mkldnn: boolean;
+  openmp: boolean;
+  parallel: string;
+}
+
+export interface NativeAddon {
+  TensorHandle: abstract new (...args: never[]) => NativeTensor;
+  setErrorClass(ctor: new (code: string, message: string) => Error): void;
+  fromTypedArray(array: ArrayBufferView, shape: number[], dtype?: NativeDtype): NativeTensor;
+  liveTensorCount(): number;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  buildInfo(): BuildInfo;
+  matmulBenchmark(n: number, iterations: number): Promise<{ seconds: number; gflops: number }>;
+  readSafetensors(path: string): Promise<{ tensors: NamedNativeTensors; metadata: Record<string, string> }>;
+  writeSafetensors(path: string, tensors: NamedNativeTensors, metadata: Record<string, string>): Promise<void>;
+}
+
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Where the addon is looked for: $SEGTOOL_ADDON, then the cmake-js / node-gyp output. */
+export function addonCandidates(): string[] {
+  const fromEnv = process.env['SEGTOOL_ADDON'];
+  return [
+    ...(fromEnv ? [resolve(fromEnv)] : []),
+    join(packageRoot, 'build', 'Release', 'segtool.node'),
+    join(packageRoot, 'build', 'Debug', 'segtool.node'),
+  ];
+}
+
+function explainLoadFailure(path: string | undefined, cause: unknown): SegtoolError {
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  const fixes = [
+    'Build it: `npm run setup` (installs LibTorch with apt when missing, then builds), or `npm run build`.',
+    'LibTorch missing: on Debian/Ubuntu `sudo apt-get install libtorch-dev libgloo-dev`; elsewhere set Torch_DIR or pip-install torch, then rebuild.',
+    'Built against another LibTorch (ABI or version mismatch, "undefined symbol"): remove build/ and run `npm run build` again.',
+    'Custom build elsewhere: set SEGTOOL_ADDON=/path/to/segtool.node.',
+  ];
+  const where = path ? `from ${path}` : `(looked in ${addonCandidates().join(', ')})`;
+  return new SegtoolError(
+    'ERR_ADDON_LOAD',
+    `The segtool native addon could not be loaded ${where}: ${detail}\nPossible fixes:\n` +
+      fixes.map((fix, i) => `  ${i + 1}. ${fix}`).join('\n'),
+    { cause },
+  );
+}
+
+let loaded: NativeAddon | undefined;
+
+/**
+ * SEGTOOL_THREADS, else OMP_NUM_THREADS, else every core: LibTorch's own default under OpenMP
+ * can be a single thread.
+ */
+function defaultThreadCount(): number {
+  for (const name of ['SEGTOOL_THREADS', 'OMP_NUM_THREADS']) {
+    const value = Number(process.env[name]);
+    if (Number.isInteger(value) && value > 0) return value;
+  }
+  return availableParallelism();
+}
+
+/** The addon, loaded on first use. Throws SegtoolError('ERR_ADDON_LOAD') when it cannot load. */
+export function native(): NativeAddon {
+  if (loaded) return loaded;
+  const path = addonCandidates().find((candidate) => existsSync(candidate));
+  if (!path) throw explainLoadFailure(undefined, new Error('no built addon found'));
+  let addon: NativeAddon;
+  try {
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (cause) {
+    throw explainLoadFailure(path, cause);
+  }
+  addon.setErrorClass(SegtoolError as unknown as new (code: string, message: string) => Error);
+  addon.setNumThreads(defaultThreadCount());
+  loaded = addon;
+  return addon;
+}

@@ -1,0 +1,119 @@
+// Module init: the exports declared, one for one, in lib/native.ts.
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <ATen/Context.h>
+#include <torch/csrc/api/include/torch/version.h>
+#include <napi.h>
+
+#include <atomic>
+#include <chrono>
+
+#include "binding/async.h"
+#include "binding/errors.h"
+#include "binding/io.h"
+#include "binding/state.h"
+#include "binding/tensor.h"
+
+namespace segtool::binding {
+
+namespace {
+std::atomic<int> desired_threads{0};  // 0 = LibTorch's default
+}  // namespace
+
+void apply_thread_setting() {
+  int n = desired_threads.load();
+  if (n > 0 && at::get_num_threads() != n) at::set_num_threads(n);
+}
+
+namespace {
+
+Napi::Value set_error_class(const Napi::CallbackInfo& info) {
+  if (!info[0].IsFunction()) throw_error(info.Env(), "ERR_INVALID_ARG", "setErrorClass expects a constructor");
+  AddonState::get(info.Env())->error_class = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value set_num_threads(const Napi::CallbackInfo& info) {
+  int n = info[0].As<Napi::Number>().Int32Value();
+  guarded(info.Env(), [n] {
+    at::set_num_threads(n);
+    desired_threads.store(n);
+  });
+  return info.Env().Undefined();
+}
+
+Napi::Value get_num_threads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), at::get_num_threads());
+}
+
+Napi::Value build_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("torchVersion", TORCH_VERSION);
+  out.Set("cuda", at::hasCUDA());
+#ifdef SEGTOOL_WITH_CUDA
+  out.Set("cudaKernels", true);
+#else
+  out.Set("cudaKernels", false);
+#endif
+  out.Set("mkldnn", at::hasMKLDNN());
+  out.Set("openmp", at::hasOpenMP());
+  out.Set("parallel", at::get_parallel_info());
+  return out;
+}
+
+struct MatmulTiming {
+  double seconds;
+  double gflops;
+};
+
+// matmulBenchmark(n, iterations) -> Promise<{seconds, gflops}>: a quick measure of what this
+// machine's LibTorch delivers (`segtool info`), and the long native op the event-loop test uses.
+Napi::Value matmul_benchmark(const Napi::CallbackInfo& info) {
+  int64_t n = info[0].As<Napi::Number>().Int64Value();
+  int64_t iterations = info[1].As<Napi::Number>().Int64Value();
+  return run_async<MatmulTiming>(
+      info.Env(),
+      [n, iterations] {
+        at::Tensor a = at::rand({n, n});
+        at::Tensor b = at::rand({n, n});
+        at::Tensor c = at::mm(a, b);  // warm-up
+        auto start = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < iterations; ++i) c = at::mm(a, b);
+        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        return MatmulTiming{seconds, 2.0 * n * n * n * iterations / seconds / 1e9};
+      },
+      [](Napi::Env env, MatmulTiming& t) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("seconds", t.seconds);
+        out.Set("gflops", t.gflops);
+        return out;
+      });
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* state = new AddonState();
+  env.SetInstanceData<AddonState>(state);  // deleted by Node when this environment exits
+  state->tensor_class = Napi::Persistent(TensorHandle::define(env));
+
+  exports.Set("TensorHandle", state->tensor_class.Value());
+  exports.Set("setErrorClass", Napi::Function::New<set_error_class>(env, "setErrorClass"));
+  exports.Set("fromTypedArray", Napi::Function::New<tensor_from_typed_array>(env, "fromTypedArray"));
+  exports.Set("liveTensorCount", Napi::Function::New<live_tensor_count>(env, "liveTensorCount"));
+  exports.Set("setNumThreads", Napi::Function::New<set_num_threads>(env, "setNumThreads"));
+  exports.Set("getNumThreads", Napi::Function::New<get_num_threads>(env, "getNumThreads"));
+  exports.Set("buildInfo", Napi::Function::New<build_info>(env, "buildInfo"));
+  exports.Set("matmulBenchmark", Napi::Function::New<matmul_benchmark>(env, "matmulBenchmark"));
+  exports.Set("readSafetensors", Napi::Function::New<read_safetensors>(env, "readSafetensors"));
+  exports.Set("writeSafetensors", Napi::Function::New<write_safetensors>(env, "writeSafetensors"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace segtool::binding
+
+// NODE_API_MODULE pastes its second argument into an identifier: it must be unqualified.
+static Napi::Object InitSegtool(Napi::Env env, Napi::Object exports) {
+  return segtool::binding::init(env, exports);
+}
+NODE_API_MODULE(segtool, InitSegtool)

@@ -1,0 +1,122 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
+import { mkdtempSync, writeFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { native, systemInfo, SegtoolError, Tensor, loadSafetensors, saveSafetensors, disposeAll, liveTensorCount } from '../dist/index.js';
+
+test('build info names the LibTorch version and the thread count', async () => {
+  const info = await systemInfo();
+  assert.match(info.torchVersion, /^\d+\.\d+/);
+  assert.ok(info.threads >= 1);
+  assert.equal(typeof info.cuda, 'boolean');
+});
+
+test('LibTorch errors become SegtoolError ERR_NATIVE without a C++ backtrace', async () => {
+  await assert.rejects(native().matmulBenchmark(-3, 1), (e) => {
+    assert.ok(e instanceof SegtoolError, 'instanceof SegtoolError');
+    assert.equal(e.code, 'ERR_NATIVE');
+    assert.match(e.message, /negative dimension/);
+    assert.doesNotMatch(e.message, /Exception raised from|frame #\d/);
+    return true;
+  });
+});
+
+test('the event loop keeps running while a long native op runs', async () => {
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  let ticks = 0;
+  let lastTick = performance.now();
+  let maxGap = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    maxGap = Math.max(maxGap, now - lastTick);
+    lastTick = now;
+    ticks++;
+  }, 10);
+  delay.enable();
+  const started = performance.now();
+  const { seconds } = await native().matmulBenchmark(768, 6);
+  const elapsed = performance.now() - started;
+  delay.disable();
+  clearInterval(timer);
+  console.log(`# native op ran ${elapsed.toFixed(0)} ms (${seconds.toFixed(2)} s inside); timer fired ${ticks} times; ` +
+    `max gap ${maxGap.toFixed(1)} ms; event-loop delay p99 ${(delay.percentile(99) / 1e6).toFixed(1)} ms`);
+  assert.ok(elapsed > 200, `the op should be long enough to matter (${elapsed} ms)`);
+  assert.ok(ticks >= elapsed / 10 / 4, `timer fired ${ticks} times in ${elapsed} ms`);
+  assert.ok(maxGap < 200, `longest gap between timer ticks ${maxGap} ms`);
+});
+
+test('safetensors written by segtool read back identically, atomically, with metadata', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'segtool-st-'));
+  const path = join(dir, 'w.safetensors');
+  const base = liveTensorCount();
+  const a = Tensor.from(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
+  const b = Tensor.from(new BigInt64Array([7n, -1n]), [2]);
+  await saveSafetensors(path, { a, b }, { note: 'hello' });
+  assert.deepEqual(readdirSync(dir), ['w.safetensors'], 'no temp file left behind');
+  const file = await loadSafetensors(path);
+  assert.deepEqual([...file.tensors.keys()], ['a', 'b']);
+  assert.deepEqual(file.tensors.get('a').shape, [2, 3]);
+  assert.deepEqual(Array.from(file.tensors.get('a').data()), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(Array.from(file.tensors.get('b').data()), [7n, -1n]);
+  assert.equal(file.metadata.note, 'hello');
+  disposeAll(file.tensors);
+  a.dispose();
+  b.dispose();
+  assert.equal(liveTensorCount(), base);
+});
+
+test('bad tensor files are clear errors, never a crash', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'segtool-bad-'));
+  await assert.rejects(loadSafetensors(join(dir, 'missing.safetensors')), (e) => e.code === 'ERR_NOT_FOUND' && /missing\.safetensors/.test(e.message));
+  const truncated = join(dir, 'truncated.safetensors');
+  writeFileSync(truncated, Buffer.from([200, 0, 0, 0, 0, 0, 0, 0, 123]));
+  await assert.rejects(loadSafetensors(truncated), (e) => e.code === 'ERR_BAD_FILE' && /truncated\.safetensors/.test(e.message));
+  const notJson = join(dir, 'garbage.safetensors');
+  writeFileSync(notJson, Buffer.concat([Buffer.from([4, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('{{{{')]));
+  await assert.rejects(loadSafetensors(notJson), (e) => e.code === 'ERR_BAD_FILE' && /malformed JSON/.test(e.message));
+  const lying = join(dir, 'lying.safetensors');
+  const header = Buffer.from(JSON.stringify({ x: { dtype: 'F32', shape: [1000000], data_offsets: [0, 4000000] } }));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(header.length));
+  writeFileSync(lying, Buffer.concat([len, header, Buffer.alloc(16)]));
+  await assert.rejects(loadSafetensors(lying), (e) => e.code === 'ERR_BAD_FILE' && /does not fit/.test(e.message));
+});
+
+test('the addon loads and works inside worker_threads', async () => {
+  const url = new URL('../dist/index.js', import.meta.url).href;
+  const worker = new Worker(
+    `import(${JSON.stringify(url)}).then(async (m) => {
+       const t = m.Tensor.from(new Float32Array([1, 2, 3]), [3]);
+       const sum = Array.from(t.data()).reduce((a, b) => a + b, 0);
+       t.dispose();
+       const { gflops } = await m.native().matmulBenchmark(64, 1);
+       require('node:worker_threads').parentPort.postMessage({ sum, ok: gflops > 0 });
+     });`,
+    { eval: true },
+  );
+  const message = await new Promise((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  await worker.terminate();
+  assert.deepEqual(message, { sum: 6, ok: true });
+});
+
+test('a missing addon is one ERR_ADDON_LOAD error with numbered fixes', () => {
+  const script = `import('${new URL('../dist/native.js', import.meta.url).href}').then((m) => {
+    try { m.native(); console.log('loaded'); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }
+  })`;
+  const fake = join(mkdtempSync(join(tmpdir(), 'segtool-fake-')), 'segtool.node');
+  writeFileSync(fake, 'not a shared object');
+  const bad = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, SEGTOOL_ADDON: fake }, encoding: 'utf8' });
+  const result = JSON.parse(bad.stdout.trim());
+  assert.equal(result.code, 'ERR_ADDON_LOAD');
+  assert.match(result.message, /could not be loaded from .*segtool\.node/);
+  assert.match(result.message, /1\. .*npm run setup/);
+  assert.match(result.message, /libtorch-dev/);
+  assert.equal(bad.status, 0);
+});
