@@ -1,0 +1,17 @@
+// CUDA code must compile on every machine here (nvcc is installed), GPU or not.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+
+test('every native/ops/cuda/*.cu compiles with nvcc', (t) => {
+  const sources = readdirSync('native/ops/cuda').filter((f) => f.endsWith('.cu'));
+  assert.ok(sources.length > 0, 'there are CUDA sources to check');
+  const run = spawnSync('bash', ['scripts/check-cuda.sh'], { encoding: 'utf8' });
+  if (run.status === 3) {
+    t.skip(`SKIPPED LOUDLY: ${run.stderr.trim()}`);
+    return;
+  }
+  assert.equal(run.status, 0, run.stderr);
+  for (const source of sources) assert.match(run.stdout, new RegExp(`compiled native/ops/cuda/${source}`));
+});
