@@ -4,3 +4,15 @@ export { Tensor, liveTensorCount, setNumThreads, getNumThreads, type Dtype, type
 export { native, addonCandidates, type BuildInfo } from './native.js';
 export { loadSafetensors, saveSafetensors, disposeAll, type NamedTensors, type TensorFile } from './io/safetensors.js';
 export { systemInfo, type SystemInfo } from './system.js';
+export {
+  SegmentationModel,
+  architectures,
+  type ModelOptions,
+  type ModelInfo,
+  type TrainStepOptions,
+  type TrainStepResult,
+  type LoadReport,
+  type TensorLike,
+  type EncoderName,
+  type DecoderName,
+} from './model.js';

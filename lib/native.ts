@@ -32,6 +32,63 @@ export interface BuildInfo {
   parallel: string;
 }
 
+export interface NativeModelInfo {
+  encoder: string;
+  decoder: string;
+  fcDim: number;
+  numClass: number;
+  outputStride: number;
+  deepSupervision: boolean;
+  training: boolean;
+  fixBn: boolean;
+  bnMomentum: number;
+  bnEps: number;
+  dropout: number;
+}
+
+export interface NativeTrainStepResult {
+  loss: number;
+  accuracy: number;
+  lossMain: number;
+  lossDeepsup: number;
+  gradNormEncoder: number;
+  gradNormDecoder: number;
+}
+
+/** A native nn::SegmentationModel. Async calls pin it; dispose() while they run is ERR_BUSY. */
+export interface NativeModel {
+  readonly inFlight: number;
+  readonly disposed: boolean;
+  info(): NativeModelInfo;
+  keys(): string[];
+  getTensor(name: string): NativeTensor;
+  setTensor(name: string, value: NativeTensor): void;
+  stateDict(): Promise<NamedNativeTensors>;
+  loadStateDict(tensors: NamedNativeTensors, prefix: string): Promise<{ missing: string[]; unexpected: string[] }>;
+  setMode(mode: { training?: boolean; fixBn?: boolean; bnMomentum?: number; dropout?: number }): void;
+  forwardFeatures(input: NativeTensor): Promise<{ logprob: NativeTensor; logprobDeepsup?: NativeTensor }>;
+  forwardProbs(input: NativeTensor, height: number, width: number): Promise<NativeTensor>;
+  trainStep(
+    input: NativeTensor,
+    label: NativeTensor,
+    options: { lrEncoder: number; lrDecoder: number; momentum: number; weightDecay: number; deepSupScale: number },
+  ): Promise<NativeTrainStepResult>;
+  optimizerState(): Promise<NamedNativeTensors>;
+  setOptimizerState(state: NamedNativeTensors): Promise<void>;
+  dispose(): void;
+}
+
+export interface NativeModelOptions {
+  encoder: string;
+  decoder: string;
+  fcDim: number;
+  numClass: number;
+  bnMomentum: number;
+  bnEps: number;
+  dropout: number;
+  init: 'reference' | 'procedural';
+}
+
 export interface NativeAddon {
   TensorHandle: abstract new (...args: never[]) => NativeTensor;
   setErrorClass(ctor: new (code: string, message: string) => Error): void;
@@ -43,6 +100,8 @@ export interface NativeAddon {
   matmulBenchmark(n: number, iterations: number): Promise<{ seconds: number; gflops: number }>;
   readSafetensors(path: string): Promise<{ tensors: NamedNativeTensors; metadata: Record<string, string> }>;
   writeSafetensors(path: string, tensors: NamedNativeTensors, metadata: Record<string, string>): Promise<void>;
+  createModel(options: NativeModelOptions): Promise<NativeModel>;
+  architectures(): { encoders: string[]; decoders: string[]; defaultFcDim: Record<string, number> };
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -11,6 +11,7 @@
 #include "binding/async.h"
 #include "binding/errors.h"
 #include "binding/io.h"
+#include "binding/model.h"
 #include "binding/state.h"
 #include "binding/tensor.h"
 
@@ -95,6 +96,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* state = new AddonState();
   env.SetInstanceData<AddonState>(state);  // deleted by Node when this environment exits
   state->tensor_class = Napi::Persistent(TensorHandle::define(env));
+  state->model_class = Napi::Persistent(define_model_class(env));
 
   exports.Set("TensorHandle", state->tensor_class.Value());
   exports.Set("setErrorClass", Napi::Function::New<set_error_class>(env, "setErrorClass"));
@@ -106,6 +108,9 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmulBenchmark", Napi::Function::New<matmul_benchmark>(env, "matmulBenchmark"));
   exports.Set("readSafetensors", Napi::Function::New<read_safetensors>(env, "readSafetensors"));
   exports.Set("writeSafetensors", Napi::Function::New<write_safetensors>(env, "writeSafetensors"));
+  exports.Set("ModelHandle", state->model_class.Value());
+  exports.Set("createModel", Napi::Function::New<create_model>(env, "createModel"));
+  exports.Set("architectures", Napi::Function::New<architectures>(env, "architectures"));
   return exports;
 }
 

@@ -29,6 +29,8 @@ Failure capture_current_exception() {
     return {"ERR_BAD_FILE", e.what()};
   } catch (const std::invalid_argument& e) {
     return {"ERR_INVALID_ARG", e.what()};
+  } catch (const std::out_of_range& e) {
+    return {"ERR_INVALID_ARG", e.what()};
   } catch (const std::bad_alloc&) {
     return {"ERR_NATIVE", "out of memory"};
   } catch (const std::exception& e) {

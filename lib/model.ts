@@ -1,0 +1,339 @@
+/**
+ * SegmentationModel: the typed, validated face of the native encoder + decoder. Every heavy call
+ * is async and runs off the main thread; calls on one model run one after another (queued here,
+ * so no libuv thread waits on another's lock).
+ */
+import { DECODER_NAMES, ENCODER_CHANNELS, ENCODER_NAMES, type DecoderName, type EncoderName } from './config/names.js';
+import { SegtoolError } from './errors.js';
+import { native, type NamedNativeTensors, type NativeModel, type NativeModelInfo } from './native.js';
+import { Tensor, type TensorData } from './tensor.js';
+import { expectBoolean, expectInteger, expectNumber, expectOneOf, expectString, invalid } from './validate.js';
+
+export type { EncoderName, DecoderName };
+export type ModelInfo = NativeModelInfo;
+
+export interface ModelOptions {
+  encoder: EncoderName;
+  decoder: DecoderName;
+  /** Channels the decoder takes; defaults to the encoder's output channels. */
+  fcDim?: number;
+  /** Output classes (150 for ADE20K). */
+  numClass?: number;
+  /** BatchNorm running-statistics momentum: 0.001 as the reference; ~0.1 suits short runs. */
+  bnMomentum?: number;
+  bnEps?: number;
+  /** Dropout2d probability of the PPM heads during training (the reference's 0.1). */
+  dropout?: number;
+  /** 'reference' (the reference's random initialisation) or 'procedural' (the fixtures' deterministic weights). */
+  init?: 'reference' | 'procedural';
+}
+
+export interface TrainStepOptions {
+  lrEncoder: number;
+  lrDecoder: number;
+  /** SGD momentum (0.9). */
+  momentum?: number;
+  /** L2 weight decay on convolution weights only (1e-4). */
+  weightDecay?: number;
+  /** Weight of the deep-supervision loss (0.4). */
+  deepSupScale?: number;
+}
+
+export interface TrainStepResult {
+  /** loss + deepSupScale x deep-supervision loss, before the update. */
+  loss: number;
+  /** Pixel accuracy of the main head on labeled pixels. */
+  accuracy: number;
+  lossMain: number;
+  lossDeepsup: number;
+  gradNormEncoder: number;
+  gradNormDecoder: number;
+}
+
+export interface LoadReport {
+  missing: string[];
+  unexpected: string[];
+}
+
+/** A Tensor, or raw values with a shape (e.g. a batch from lib/data). */
+export type TensorLike = Tensor | { data: TensorData; shape: readonly number[] };
+
+type NamedTensorsLike = Map<string, Tensor> | Record<string, Tensor> | Iterable<[string, Tensor]>;
+
+function toNamedNative(name: string, tensors: NamedTensorsLike): NamedNativeTensors {
+  const entries: Iterable<[string, Tensor]> =
+    tensors instanceof Map || Symbol.iterator in (tensors as object)
+      ? (tensors as Iterable<[string, Tensor]>)
+      : Object.entries(tensors as Record<string, Tensor>);
+  const out: NamedNativeTensors = [];
+  for (const [key, tensor] of entries) {
+    if (!(tensor instanceof Tensor)) throw invalid(`${name}["${key}"]`, 'a Tensor', tensor);
+    out.push([key, tensor.handle]);
+  }
+  return out;
+}
+
+function fromNamedNative(entries: NamedNativeTensors): Map<string, Tensor> {
+  return new Map(entries.map(([key, handle]) => [key, new Tensor(handle)]));
+}
+
+/** Runs `body` with `value` as a Tensor, disposing a temporary one made from raw values. */
+async function withTensor<T>(name: string, value: TensorLike, dtype: 'float32' | 'int64', body: (t: Tensor) => Promise<T>): Promise<T> {
+  if (value instanceof Tensor) return body(value);
+  if (!value || typeof value !== 'object' || !('data' in value) || !('shape' in value)) {
+    throw invalid(name, 'a Tensor or {data, shape}', value);
+  }
+  const temporary = Tensor.from(value.data, value.shape, dtype);
+  try {
+    return await body(temporary);
+  } finally {
+    temporary.dispose();
+  }
+}
+
+function shapeOf(value: TensorLike): readonly number[] {
+  return value instanceof Tensor ? value.shape : value.shape;
+}
+
+export class SegmentationModel {
+  readonly #model: NativeModel;
+  readonly #outputStride: number;
+  #queue: Promise<unknown> = Promise.resolve();
+  #pending = 0;
+
+  private constructor(model: NativeModel) {
+    this.#model = model;
+    this.#outputStride = model.info().outputStride;
+  }
+
+  /** Logits are computed at input size / outputStride (8 for dilated encoders, 4 for UPerNet and HRNet). */
+  get outputStride(): number {
+    return this.#outputStride;
+  }
+
+  /** Builds a model (off the main thread: large encoders take a moment to initialise). */
+  static async create(options: ModelOptions): Promise<SegmentationModel> {
+    if (!options || typeof options !== 'object') throw invalid('options', 'an object with encoder and decoder', options);
+    const known = new Set(['encoder', 'decoder', 'fcDim', 'numClass', 'bnMomentum', 'bnEps', 'dropout', 'init']);
+    for (const key of Object.keys(options)) {
+      if (!known.has(key)) throw new SegtoolError('ERR_INVALID_ARG', `Unknown model option "${key}" (expected one of ${[...known].join(', ')})`);
+    }
+    const encoder = expectOneOf('encoder', options.encoder, ENCODER_NAMES);
+    const decoder = expectOneOf('decoder', options.decoder, DECODER_NAMES);
+    const channels = ENCODER_CHANNELS[encoder];
+    const fcDim = options.fcDim === undefined ? channels : expectInteger('fcDim', options.fcDim, 1);
+    if (fcDim !== channels) {
+      throw new SegtoolError('ERR_INVALID_ARG', `Expected fcDim ${channels} for encoder ${encoder} (its output channels) but received ${fcDim}`);
+    }
+    const handle = await native().createModel({
+      encoder,
+      decoder,
+      fcDim,
+      numClass: options.numClass === undefined ? 150 : expectInteger('numClass', options.numClass, 1, 65535),
+      bnMomentum: options.bnMomentum === undefined ? 0.001 : expectNumber('bnMomentum', options.bnMomentum, 0, 1),
+      bnEps: options.bnEps === undefined ? 1e-5 : expectNumber('bnEps', options.bnEps, Number.MIN_VALUE, 1),
+      dropout: options.dropout === undefined ? 0.1 : expectNumber('dropout', options.dropout, 0, 1),
+      init: options.init === undefined ? 'reference' : expectOneOf('init', options.init, ['reference', 'procedural'] as const),
+    });
+    return new SegmentationModel(handle);
+  }
+
+  /** Queues `call` after every earlier call on this model. */
+  #enqueue<T>(call: () => Promise<T>): Promise<T> {
+    if (this.#model.disposed) return Promise.reject(new SegtoolError('ERR_DISPOSED', 'The model was disposed'));
+    this.#pending++;
+    const run = this.#queue.then(call, call);
+    this.#queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run.finally(() => {
+      this.#pending--;
+    });
+  }
+
+  #idle(): NativeModel {
+    if (this.#model.disposed) throw new SegtoolError('ERR_DISPOSED', 'The model was disposed');
+    if (this.#pending > 0) throw new SegtoolError('ERR_BUSY', `The model has ${this.#pending} call(s) in flight; await them first`);
+    return this.#model;
+  }
+
+  get info(): ModelInfo {
+    return this.#idle().info();
+  }
+
+  /** State-dict keys in the reference's order ("encoder.*" then "decoder.*"). */
+  keys(): string[] {
+    return this.#idle().keys();
+  }
+
+  /** A copy of one weight or buffer, by state-dict name. */
+  getWeight(name: string): Tensor {
+    const key = expectString('name', name);
+    return new Tensor(this.#idle().getTensor(key));
+  }
+
+  /** Copies `value` into one weight or buffer; the shape must match. */
+  setWeight(name: string, value: Tensor): void {
+    const key = expectString('name', name);
+    if (!(value instanceof Tensor)) throw invalid('value', 'a Tensor', value);
+    this.#idle().setTensor(key, value.handle);
+  }
+
+  /** Copies of every weight and buffer, in state-dict order. The caller owns them. */
+  stateDict(): Promise<Map<string, Tensor>> {
+    return this.#enqueue(async () => fromNamedNative(await this.#model.stateDict()));
+  }
+
+  /**
+   * Loads weights by state-dict name. `prefix` is prepended to the given keys (e.g. 'encoder.'
+   * for the reference's encoder_epoch_N.pth). With `strict` (the default) any model key left
+   * unset or any given key not used is an ERR_CHECKPOINT error listing them.
+   */
+  loadStateDict(tensors: NamedTensorsLike, options: { prefix?: string; strict?: boolean } = {}): Promise<LoadReport> {
+    const entries = toNamedNative('tensors', tensors);
+    const prefix = options.prefix ?? '';
+    if (typeof prefix !== 'string') throw invalid('prefix', 'a string', prefix);
+    const strict = options.strict === undefined ? true : expectBoolean('strict', options.strict);
+    return this.#enqueue(async () => {
+      const report = await this.#model.loadStateDict(entries, prefix);
+      if (strict && (report.missing.length > 0 || report.unexpected.length > 0)) {
+        const list = (keys: string[]) => (keys.length > 8 ? `${keys.slice(0, 8).join(', ')} … (${keys.length} in all)` : keys.join(', '));
+        const parts = [];
+        if (report.missing.length) parts.push(`missing keys: ${list(report.missing)}`);
+        if (report.unexpected.length) parts.push(`unexpected keys: ${list(report.unexpected)}`);
+        throw new SegtoolError('ERR_CHECKPOINT', `The weights do not fit this model (${parts.join('; ')})`);
+      }
+      return report;
+    });
+  }
+
+  /** Training mode: BatchNorm uses batch statistics and updates its running ones; dropout on. */
+  train(): this {
+    this.#idle().setMode({ training: true });
+    return this;
+  }
+
+  /** Evaluation mode (the default): BatchNorm uses running statistics. */
+  eval(): this {
+    this.#idle().setMode({ training: false });
+    return this;
+  }
+
+  /** fix_bn: train steps run the whole model in eval mode (frozen BatchNorm statistics). */
+  setFixBn(fixBn: boolean): this {
+    this.#idle().setMode({ fixBn: expectBoolean('fixBn', fixBn) });
+    return this;
+  }
+
+  setBnMomentum(momentum: number): this {
+    this.#idle().setMode({ bnMomentum: expectNumber('momentum', momentum, 0, 1) });
+    return this;
+  }
+
+  setDropout(p: number): this {
+    this.#idle().setMode({ dropout: expectNumber('dropout', p, 0, 1) });
+    return this;
+  }
+
+  #checkInput(input: TensorLike): void {
+    const shape = shapeOf(input);
+    if (shape.length !== 4 || shape[1] !== 3 || shape[0]! < 1 || shape[2]! < 1 || shape[3]! < 1) {
+      throw new SegtoolError('ERR_INVALID_ARG', `Expected input of shape [batch, 3, height, width] but received [${shape.join(', ')}]`);
+    }
+  }
+
+  /**
+   * Log-probabilities at feature resolution (input / outputStride), plus the deep-supervision
+   * head's for *_deepsup decoders. Runs in the model's mode (eval unless train() was called).
+   */
+  forward(input: TensorLike): Promise<{ logprob: Tensor; logprobDeepsup?: Tensor }> {
+    this.#checkInput(input);
+    return this.#enqueue(() =>
+      withTensor('input', input, 'float32', async (t) => {
+        const out = await this.#model.forwardFeatures(t.handle);
+        return {
+          logprob: new Tensor(out.logprob),
+          ...(out.logprobDeepsup ? { logprobDeepsup: new Tensor(out.logprobDeepsup) } : {}),
+        };
+      }),
+    );
+  }
+
+  /**
+   * Class probabilities at `segSize` = [height, width] (default: the input's size): logits
+   * upsampled bilinearly (align_corners=false), then softmax over classes.
+   */
+  predict(input: TensorLike, options: { segSize?: readonly [number, number] } = {}): Promise<Tensor> {
+    this.#checkInput(input);
+    const shape = shapeOf(input);
+    const [height, width] = options.segSize ?? [shape[2]!, shape[3]!];
+    expectInteger('segSize[0]', height, 1, 1 << 16);
+    expectInteger('segSize[1]', width, 1, 1 << 16);
+    return this.#enqueue(() =>
+      withTensor('input', input, 'float32', async (t) => new Tensor(await this.#model.forwardProbs(t.handle, height, width))),
+    );
+  }
+
+  /**
+   * One SGD step on a batch: forward, NLL loss (label -1 ignored) plus deep supervision,
+   * backward, update with momentum and weight decay. `label` is [batch, h, w] at feature
+   * resolution (ceil(input / outputStride)).
+   */
+  trainStep(input: TensorLike, label: TensorLike, options: TrainStepOptions): Promise<TrainStepResult> {
+    this.#checkInput(input);
+    const inputShape = shapeOf(input);
+    const labelShape = shapeOf(label);
+    const stride = this.#outputStride;
+    const expected = [inputShape[0]!, Math.ceil(inputShape[2]! / stride), Math.ceil(inputShape[3]! / stride)];
+    if (labelShape.length !== 3 || labelShape.some((d, i) => d !== expected[i])) {
+      throw new SegtoolError(
+        'ERR_INVALID_ARG',
+        `Expected label of shape [${expected.join(', ')}] (input / output stride ${stride}) but received [${labelShape.join(', ')}]`,
+      );
+    }
+    if (!options || typeof options !== 'object') throw invalid('options', 'an object with lrEncoder and lrDecoder', options);
+    const step = {
+      lrEncoder: expectNumber('lrEncoder', options.lrEncoder, 0),
+      lrDecoder: expectNumber('lrDecoder', options.lrDecoder, 0),
+      momentum: options.momentum === undefined ? 0.9 : expectNumber('momentum', options.momentum, 0, 1),
+      weightDecay: options.weightDecay === undefined ? 1e-4 : expectNumber('weightDecay', options.weightDecay, 0),
+      deepSupScale: options.deepSupScale === undefined ? 0.4 : expectNumber('deepSupScale', options.deepSupScale, 0),
+    };
+    return this.#enqueue(() =>
+      withTensor('input', input, 'float32', (x) =>
+        withTensor('label', label, 'int64', (y) => this.#model.trainStep(x.handle, y.handle, step)),
+      ),
+    );
+  }
+
+  /** SGD momentum buffers by parameter name (for checkpoints that resume exactly). */
+  optimizerState(): Promise<Map<string, Tensor>> {
+    return this.#enqueue(async () => fromNamedNative(await this.#model.optimizerState()));
+  }
+
+  setOptimizerState(state: NamedTensorsLike): Promise<void> {
+    const entries = toNamedNative('state', state);
+    return this.#enqueue(() => this.#model.setOptimizerState(entries));
+  }
+
+  get disposed(): boolean {
+    return this.#model.disposed;
+  }
+
+  /** Frees the model's memory. ERR_BUSY while calls are in flight. */
+  dispose(): void {
+    if (this.#model.disposed) return;
+    this.#idle();
+    this.#model.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** The encoder and decoder names the native library builds, and each encoder's default fcDim. */
+export function architectures(): { encoders: string[]; decoders: string[]; defaultFcDim: Record<string, number> } {
+  return native().architectures();
+}

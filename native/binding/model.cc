@@ -1,0 +1,315 @@
+// ModelHandle: the JS face of one nn::SegmentationModel. Heavy calls run on the libuv pool and
+// pin the model (an in-flight count); a per-model mutex serialises native calls, and dispose()
+// while work is in flight is ERR_BUSY, never a crash.
+#include "binding/model.h"
+
+#include <memory>
+#include <mutex>
+
+#include "binding/async.h"
+#include "binding/errors.h"
+#include "binding/io.h"
+#include "binding/state.h"
+#include "binding/tensor.h"
+#include "nn/arch.h"
+#include "nn/model.h"
+#include "nn/procedural.h"
+
+namespace segtool::binding {
+namespace {
+
+constexpr napi_type_tag kModelTag = {0x3d1e55a0c0ffee01ULL, 0x9a7b5c3d2e1f0a11ULL};
+
+// What in-flight work shares with the handle: the model and its lock.
+struct ModelCore {
+  explicit ModelCore(std::unique_ptr<nn::SegmentationModel> m) : model(std::move(m)) {}
+  std::unique_ptr<nn::SegmentationModel> model;
+  std::mutex mutex;
+};
+using CorePtr = std::shared_ptr<ModelCore>;
+
+double number_or(Napi::Object o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+
+Napi::Array strings_to_js(Napi::Env env, const std::vector<std::string>& list) {
+  Napi::Array out = Napi::Array::New(env, list.size());
+  for (size_t i = 0; i < list.size(); ++i) out.Set(static_cast<uint32_t>(i), list[i]);
+  return out;
+}
+
+Napi::Value named_clones_to_js(Napi::Env env, io::NamedTensors& tensors) {
+  Napi::Array out = Napi::Array::New(env, tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(0u, tensors[i].first);
+    pair.Set(1u, TensorHandle::wrap(env, std::move(tensors[i].second)));
+    out.Set(static_cast<uint32_t>(i), pair);
+  }
+  return out;
+}
+
+io::NamedTensors cloned(const io::NamedTensors& tensors) {
+  io::NamedTensors out;
+  out.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) out.emplace_back(name, t.detach().clone());
+  return out;
+}
+
+}  // namespace
+
+class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "ModelHandle",
+                       {
+                           InstanceMethod<&ModelHandle::info>("info"),
+                           InstanceMethod<&ModelHandle::keys>("keys"),
+                           InstanceMethod<&ModelHandle::get_tensor>("getTensor"),
+                           InstanceMethod<&ModelHandle::set_tensor>("setTensor"),
+                           InstanceMethod<&ModelHandle::state_dict>("stateDict"),
+                           InstanceMethod<&ModelHandle::load_state_dict>("loadStateDict"),
+                           InstanceMethod<&ModelHandle::set_mode>("setMode"),
+                           InstanceMethod<&ModelHandle::forward_features>("forwardFeatures"),
+                           InstanceMethod<&ModelHandle::forward_probs>("forwardProbs"),
+                           InstanceMethod<&ModelHandle::train_step>("trainStep"),
+                           InstanceMethod<&ModelHandle::optimizer_state>("optimizerState"),
+                           InstanceMethod<&ModelHandle::set_optimizer_state>("setOptimizerState"),
+                           InstanceMethod<&ModelHandle::dispose>("dispose"),
+                           InstanceAccessor<&ModelHandle::in_flight>("inFlight"),
+                           InstanceAccessor<&ModelHandle::disposed>("disposed"),
+                       });
+  }
+
+  explicit ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw_error(info.Env(), "ERR_INVALID_ARG", "ModelHandle cannot be constructed from JS; use SegmentationModel.create()");
+    core_ = *info[0].As<Napi::External<CorePtr>>().Data();
+    info.This().As<Napi::Object>().TypeTag(&kModelTag);
+  }
+
+ private:
+  // The model for a synchronous call: refused while async work holds it.
+  nn::SegmentationModel& idle_model(Napi::Env env) {
+    if (!core_) throw_error(env, "ERR_DISPOSED", "The model was disposed");
+    if (in_flight_ > 0)
+      throw_error(env, "ERR_BUSY", "The model is running " + std::to_string(in_flight_) + " call(s); await them first");
+    return *core_->model;
+  }
+
+  CorePtr pinned_core(Napi::Env env) {
+    if (!core_) throw_error(env, "ERR_DISPOSED", "The model was disposed");
+    return core_;
+  }
+
+  // Queues `work` on the model with the lock held, pinning the model until it settles.
+  template <typename Result>
+  Napi::Value run(Napi::Env env, std::function<Result(nn::SegmentationModel&)> work,
+                  typename PromiseWorker<Result>::Finish finish) {
+    CorePtr core = pinned_core(env);
+    ++in_flight_;
+    Ref();  // keep this handle alive while the work runs
+    return run_async<Result>(
+        env,
+        [core, work = std::move(work)] {
+          std::lock_guard<std::mutex> lock(core->mutex);
+          return work(*core->model);
+        },
+        std::move(finish),
+        [this] {
+          --in_flight_;
+          Unref();
+        });
+  }
+
+  Napi::Value info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    nn::SegmentationModel& m = idle_model(env);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("encoder", m.options().encoder);
+    out.Set("decoder", m.options().decoder);
+    out.Set("fcDim", static_cast<double>(m.options().fc_dim));
+    out.Set("numClass", static_cast<double>(m.options().num_class));
+    out.Set("outputStride", static_cast<double>(m.output_stride()));
+    out.Set("deepSupervision", m.has_deepsup());
+    out.Set("training", m.training());
+    out.Set("fixBn", m.fix_bn());
+    out.Set("bnMomentum", m.options().bn_momentum);
+    out.Set("bnEps", m.options().bn_eps);
+    out.Set("dropout", m.options().dropout);
+    return out;
+  }
+
+  Napi::Value keys(const Napi::CallbackInfo& info) {
+    return strings_to_js(info.Env(), idle_model(info.Env()).keys());
+  }
+
+  Napi::Value get_tensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    nn::SegmentationModel& m = idle_model(env);
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    return guarded(env, [&]() -> Napi::Value { return TensorHandle::wrap(env, m.get_tensor(name).clone()); });
+  }
+
+  Napi::Value set_tensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    nn::SegmentationModel& m = idle_model(env);
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    at::Tensor value = TensorHandle::unwrap(info[1], "value");
+    guarded(env, [&] { m.set_tensor(name, value); });
+    return env.Undefined();
+  }
+
+  Napi::Value state_dict(const Napi::CallbackInfo& info) {
+    return run<io::NamedTensors>(
+        info.Env(), [](nn::SegmentationModel& m) { return cloned(m.state_dict()); }, named_clones_to_js);
+  }
+
+  // loadStateDict(entries, prefix) -> Promise<{missing, unexpected}>
+  Napi::Value load_state_dict(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    io::NamedTensors tensors = named_tensors_from_js(info[0], "state dict");
+    std::string prefix = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+    return run<nn::SegmentationModel::LoadReport>(
+        env, [tensors = std::move(tensors), prefix](nn::SegmentationModel& m) { return m.load_state_dict(tensors, prefix); },
+        [](Napi::Env env, nn::SegmentationModel::LoadReport& report) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("missing", strings_to_js(env, report.missing));
+          out.Set("unexpected", strings_to_js(env, report.unexpected));
+          return out;
+        });
+  }
+
+  // setMode({training?, fixBn?, bnMomentum?, dropout?})
+  Napi::Value set_mode(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    nn::SegmentationModel& m = idle_model(env);
+    Napi::Object o = info[0].As<Napi::Object>();
+    if (o.Get("training").IsBoolean()) m.set_training(o.Get("training").As<Napi::Boolean>());
+    if (o.Get("fixBn").IsBoolean()) m.set_fix_bn(o.Get("fixBn").As<Napi::Boolean>());
+    if (o.Get("bnMomentum").IsNumber()) m.set_bn_momentum(o.Get("bnMomentum").As<Napi::Number>().DoubleValue());
+    if (o.Get("dropout").IsNumber()) m.set_dropout(o.Get("dropout").As<Napi::Number>().DoubleValue());
+    return env.Undefined();
+  }
+
+  Napi::Value forward_features(const Napi::CallbackInfo& info) {
+    at::Tensor input = TensorHandle::unwrap(info[0], "input");
+    return run<nn::SegmentationModel::Features>(
+        info.Env(), [input](nn::SegmentationModel& m) { return m.forward_features(input); },
+        [](Napi::Env env, nn::SegmentationModel::Features& f) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("logprob", TensorHandle::wrap(env, f.logprob));
+          if (f.logprob_deepsup.defined()) out.Set("logprobDeepsup", TensorHandle::wrap(env, f.logprob_deepsup));
+          return out;
+        });
+  }
+
+  Napi::Value forward_probs(const Napi::CallbackInfo& info) {
+    at::Tensor input = TensorHandle::unwrap(info[0], "input");
+    int64_t h = info[1].As<Napi::Number>().Int64Value();
+    int64_t w = info[2].As<Napi::Number>().Int64Value();
+    return run<at::Tensor>(
+        info.Env(), [input, h, w](nn::SegmentationModel& m) { return m.forward_probs(input, h, w); },
+        [](Napi::Env env, at::Tensor& probs) -> Napi::Value { return TensorHandle::wrap(env, probs); });
+  }
+
+  // trainStep(input, label, {lrEncoder, lrDecoder, momentum, weightDecay, deepSupScale})
+  Napi::Value train_step(const Napi::CallbackInfo& info) {
+    at::Tensor input = TensorHandle::unwrap(info[0], "input");
+    at::Tensor label = TensorHandle::unwrap(info[1], "label");
+    Napi::Object o = info[2].As<Napi::Object>();
+    nn::TrainStepOptions options;
+    options.lr_encoder = number_or(o, "lrEncoder", options.lr_encoder);
+    options.lr_decoder = number_or(o, "lrDecoder", options.lr_decoder);
+    options.momentum = number_or(o, "momentum", options.momentum);
+    options.weight_decay = number_or(o, "weightDecay", options.weight_decay);
+    options.deep_sup_scale = number_or(o, "deepSupScale", options.deep_sup_scale);
+    return run<nn::TrainStepResult>(
+        info.Env(),
+        [input, label, options](nn::SegmentationModel& m) {
+          return m.train_step(input, label.scalar_type() == at::kLong ? label : label.to(at::kLong), options);
+        },
+        [](Napi::Env env, nn::TrainStepResult& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("loss", r.loss);
+          out.Set("accuracy", r.accuracy);
+          out.Set("lossMain", r.loss_main);
+          out.Set("lossDeepsup", r.loss_deepsup);
+          out.Set("gradNormEncoder", r.grad_norm_encoder);
+          out.Set("gradNormDecoder", r.grad_norm_decoder);
+          return out;
+        });
+  }
+
+  Napi::Value optimizer_state(const Napi::CallbackInfo& info) {
+    return run<io::NamedTensors>(
+        info.Env(), [](nn::SegmentationModel& m) { return cloned(m.optimizer_state()); }, named_clones_to_js);
+  }
+
+  Napi::Value set_optimizer_state(const Napi::CallbackInfo& info) {
+    io::NamedTensors state = named_tensors_from_js(info[0], "optimizer state");
+    return run<bool>(
+        info.Env(),
+        [state = std::move(state)](nn::SegmentationModel& m) {
+          m.set_optimizer_state(cloned(state));
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  }
+
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (in_flight_ > 0)
+      throw_error(env, "ERR_BUSY", "Cannot dispose the model while " + std::to_string(in_flight_) + " call(s) run; await them first");
+    core_.reset();
+    return env.Undefined();
+  }
+
+  Napi::Value in_flight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), in_flight_); }
+  Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !core_); }
+
+  CorePtr core_;
+  int in_flight_ = 0;
+};
+
+Napi::Function define_model_class(Napi::Env env) { return ModelHandle::define(env); }
+
+// createModel({encoder, decoder, fcDim, numClass, bnMomentum, bnEps, dropout, init}) -> Promise<ModelHandle>
+Napi::Value create_model(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  nn::ModelOptions options;
+  options.encoder = o.Get("encoder").ToString().Utf8Value();
+  options.decoder = o.Get("decoder").ToString().Utf8Value();
+  options.fc_dim = static_cast<int64_t>(number_or(o, "fcDim", 0));
+  options.num_class = static_cast<int64_t>(number_or(o, "numClass", 150));
+  options.bn_momentum = number_or(o, "bnMomentum", options.bn_momentum);
+  options.bn_eps = number_or(o, "bnEps", options.bn_eps);
+  options.dropout = number_or(o, "dropout", options.dropout);
+  bool procedural = o.Get("init").IsString() && o.Get("init").As<Napi::String>().Utf8Value() == "procedural";
+  return run_async<CorePtr>(
+      env,
+      [options, procedural] {
+        auto model = std::make_unique<nn::SegmentationModel>(options);
+        if (procedural) nn::apply_procedural_weights(*model);
+        return std::make_shared<ModelCore>(std::move(model));
+      },
+      [](Napi::Env env, CorePtr& core) -> Napi::Value {
+        return AddonState::get(env)->model_class.New({Napi::External<CorePtr>::New(env, &core)});
+      });
+}
+
+// architectures() -> {encoders, decoders, defaultFcDim: {encoder: n}}
+Napi::Value architectures(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("encoders", strings_to_js(env, nn::encoder_names()));
+  out.Set("decoders", strings_to_js(env, nn::decoder_names()));
+  Napi::Object fc = Napi::Object::New(env);
+  for (const auto& name : nn::encoder_names()) fc.Set(name, static_cast<double>(nn::default_fc_dim(name)));
+  out.Set("defaultFcDim", fc);
+  return out;
+}
+
+}  // namespace segtool::binding

@@ -1,0 +1,10 @@
+#pragma once
+#include <napi.h>
+
+namespace segtool::binding {
+
+Napi::Function define_model_class(Napi::Env env);
+Napi::Value create_model(const Napi::CallbackInfo& info);
+Napi::Value architectures(const Napi::CallbackInfo& info);
+
+}  // namespace segtool::binding

@@ -1,0 +1,132 @@
+// Building blocks shared by the encoders and decoders: an ordered parameter/buffer registry
+// whose names are the reference's state-dict keys, and functional Conv2d / BatchNorm2d.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace segtool::nn {
+
+// How one forward pass runs. BatchNorm momentum/eps are per model (the reference hard-codes
+// them per module; the fixtures and our options use one value for every BN layer).
+struct ForwardContext {
+  bool training = false;
+  double bn_momentum = 0.001;
+  double bn_eps = 1e-5;
+  double dropout = 0.1;  // Dropout2d probability of the PPM heads
+};
+
+enum class TensorRole {
+  ConvWeight,       // parameter, ndim >= 2: weight decay applies
+  ConvBias,         // parameter
+  BnWeight,         // parameter
+  BnBias,           // parameter
+  RunningMean,      // buffer
+  RunningVar,       // buffer
+  NumBatchesTracked,  // buffer, int64 scalar
+  TmpRunningMean,   // buffer of the reference's SyncBN, unused in the math
+  TmpRunningVar,    // buffer of the reference's SyncBN, unused in the math
+  RunningIter,      // buffer of the reference's SyncBN, unused in the math
+};
+
+inline bool is_parameter(TensorRole r) {
+  return r == TensorRole::ConvWeight || r == TensorRole::ConvBias || r == TensorRole::BnWeight ||
+         r == TensorRole::BnBias;
+}
+
+struct RegistryEntry {
+  std::string name;  // full state-dict key, e.g. "encoder.layer1.0.conv1.weight"
+  at::Tensor tensor;
+  TensorRole role;
+  int64_t fan_in = 0;  // conv weights and biases: in_channels/groups * kh * kw
+};
+
+// Owns every tensor of a model in state-dict order. Tensors are allocated uninitialised;
+// init.cc / procedural.cc fill them.
+class Registry {
+ public:
+  at::Tensor add(const std::string& name, std::vector<int64_t> shape, TensorRole role,
+                 int64_t fan_in = 0);
+  const std::vector<RegistryEntry>& entries() const { return entries_; }
+  std::vector<RegistryEntry>& entries() { return entries_; }
+
+ private:
+  std::vector<RegistryEntry> entries_;
+};
+
+// A name prefix into a registry ("encoder.layer1.0."), like a module path.
+class Scope {
+ public:
+  Scope(Registry* registry, std::string prefix) : registry_(registry), prefix_(std::move(prefix)) {}
+  Scope operator/(const std::string& child) const { return Scope(registry_, prefix_ + child + "."); }
+  Scope operator/(int64_t index) const { return *this / std::to_string(index); }
+  Registry& registry() const { return *registry_; }
+  const std::string& prefix() const { return prefix_; }
+
+ private:
+  Registry* registry_;
+  std::string prefix_;
+};
+
+struct Conv2d {
+  at::Tensor weight, bias;  // bias undefined when the reference has bias=False
+  int64_t kernel = 1, stride = 1, padding = 0, dilation = 1, groups = 1;
+
+  Conv2d() = default;
+  // Registers `<scope>weight` (and `<scope>bias`).
+  Conv2d(const Scope& scope, int64_t in, int64_t out, int64_t kernel, int64_t stride = 1,
+         int64_t padding = 0, bool bias = false, int64_t groups = 1);
+  at::Tensor operator()(const at::Tensor& x) const;
+
+  // The reference's ResnetDilated/_nostride_dilate: a stride-2 conv becomes stride 1 (a 3x3 one
+  // gets dilation dilate/2); other 3x3 convs get dilation `dilate`. Padding follows dilation.
+  void nostride_dilate(int64_t dilate);
+};
+
+// The reference's SynchronizedBatchNorm2d on one device = F.batch_norm. Registers weight, bias,
+// running_mean, running_var, num_batches_tracked, _tmp_running_mean, _tmp_running_var,
+// _running_iter in the reference's order. num_batches_tracked is never incremented (the
+// reference's forward calls F.batch_norm directly, which does not touch it).
+struct BatchNorm2d {
+  at::Tensor weight, bias, running_mean, running_var;
+
+  BatchNorm2d() = default;
+  BatchNorm2d(const Scope& scope, int64_t channels);
+  at::Tensor operator()(const at::Tensor& x, const ForwardContext& ctx) const;
+};
+
+// conv (no bias) + BN + ReLU, the reference's conv3x3_bn_relu and the 1x1 variants:
+// registers `<scope>0.*` and `<scope>1.*`.
+struct ConvBnRelu {
+  Conv2d conv;
+  BatchNorm2d bn;
+  ConvBnRelu() = default;
+  ConvBnRelu(const Scope& scope, int64_t in, int64_t out, int64_t kernel, int64_t stride = 1);
+  at::Tensor operator()(const at::Tensor& x, const ForwardContext& ctx) const;
+};
+
+// BasicBlock (two 3x3), Bottleneck (1x1, 3x3, 1x1, expansion 4) and the ResNeXt
+// GroupBottleneck (grouped 3x3, expansion 2) of the reference, with optional downsample.
+struct ResidualBlock {
+  bool bottleneck = false;
+  Conv2d conv1, conv2, conv3;
+  BatchNorm2d bn1, bn2, bn3;
+  bool has_downsample = false;
+  Conv2d downsample_conv;
+  BatchNorm2d downsample_bn;
+
+  ResidualBlock() = default;
+  // `expansion` 1 = BasicBlock; 2 or 4 = bottleneck. Registers in the reference's order:
+  // conv1, bn1, conv2, bn2, [conv3, bn3], [downsample.0, downsample.1].
+  ResidualBlock(const Scope& scope, int64_t inplanes, int64_t planes, int64_t expansion,
+                int64_t stride, int64_t groups, bool downsample);
+  at::Tensor operator()(const at::Tensor& x, const ForwardContext& ctx) const;
+  std::vector<Conv2d*> convs();
+};
+
+at::Tensor upsample_bilinear(const at::Tensor& x, int64_t h, int64_t w);  // align_corners=false
+at::Tensor dropout2d(const at::Tensor& x, const ForwardContext& ctx);
+
+}  // namespace segtool::nn

@@ -1,0 +1,248 @@
+#include "nn/model.h"
+
+#include <ATen/core/Reduction.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include "nn/decoders.h"
+#include "nn/encoders.h"
+
+namespace segtool::nn {
+namespace {
+
+std::string shape_string(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s << (i ? ", " : "") << sizes[i];
+  s << "]";
+  return s.str();
+}
+
+std::unique_ptr<Encoder> make_encoder(const std::string& name, const Scope& scope) {
+  if (name == "mobilenetv2dilated") return make_mobilenet_encoder(scope);
+  if (name == "hrnetv2") return make_hrnet_encoder(scope);
+  return make_resnet_encoder(name, scope);
+}
+
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+// The reference's initialisation: its encoders' own (conv normal(0, sqrt(2 / (k*k*out))),
+// BN 1/0) and ModelBuilder.weights_init for decoders (Kaiming-normal convs, BN 1/1e-4);
+// conv biases as nn.Conv2d's default. Released weights replace all of it.
+void init_reference(Registry& registry) {
+  at::NoGradGuard no_grad;
+  for (auto& e : registry.entries()) {
+    const bool decoder = starts_with(e.name, "decoder.");
+    at::Tensor& t = e.tensor;
+    switch (e.role) {
+      case TensorRole::ConvWeight: {
+        const double fan = decoder ? e.fan_in : t.size(0) * t.size(2) * t.size(3);
+        t.normal_(0.0, std::sqrt(2.0 / fan));
+        break;
+      }
+      case TensorRole::ConvBias: {
+        const double bound = 1.0 / std::sqrt(static_cast<double>(e.fan_in));
+        t.uniform_(-bound, bound);
+        break;
+      }
+      case TensorRole::BnWeight: t.fill_(1.0); break;
+      case TensorRole::BnBias: t.fill_(decoder ? 1e-4 : 0.0); break;
+      case TensorRole::RunningMean:
+      case TensorRole::TmpRunningMean:
+      case TensorRole::NumBatchesTracked: t.zero_(); break;
+      case TensorRole::RunningVar:
+      case TensorRole::TmpRunningVar:
+      case TensorRole::RunningIter: t.fill_(1.0); break;
+    }
+  }
+}
+
+}  // namespace
+
+SegmentationModel::SegmentationModel(const ModelOptions& options) : options_(options) {
+  options_.encoder = canonical_encoder(options.encoder);
+  options_.decoder = canonical_decoder(options.decoder);
+  if (options_.fc_dim == 0) options_.fc_dim = default_fc_dim(options_.encoder);
+  if (options_.num_class < 1)
+    throw std::invalid_argument("num_class must be >= 1, got " + std::to_string(options_.num_class));
+  const std::string why = incompatibility(options_.encoder, options_.decoder, options_.fc_dim);
+  if (!why.empty()) throw std::invalid_argument(why);
+  output_stride_ = nn::output_stride(options_.encoder, options_.decoder);
+
+  encoder_ = make_encoder(options_.encoder, Scope(&registry_, "encoder."));
+  decoder_ = make_decoder(options_.decoder, Scope(&registry_, "decoder."), options_.fc_dim, options_.num_class);
+  for (size_t i = 0; i < registry_.entries().size(); ++i) index_[registry_.entries()[i].name] = i;
+  init_reference(registry_);
+}
+
+SegmentationModel::~SegmentationModel() = default;
+
+bool SegmentationModel::has_deepsup() const { return decoder_->has_deepsup(); }
+
+const RegistryEntry& SegmentationModel::entry(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw std::out_of_range("no tensor '" + name + "' in " + options_.encoder + " + " + options_.decoder);
+  return registry_.entries()[it->second];
+}
+
+io::NamedTensors SegmentationModel::state_dict() const {
+  io::NamedTensors out;
+  out.reserve(registry_.entries().size());
+  for (const auto& e : registry_.entries()) out.emplace_back(e.name, e.tensor.detach());
+  return out;
+}
+
+std::vector<std::string> SegmentationModel::keys() const {
+  std::vector<std::string> out;
+  for (const auto& e : registry_.entries()) out.push_back(e.name);
+  return out;
+}
+
+bool SegmentationModel::has_tensor(const std::string& name) const { return index_.count(name) != 0; }
+
+at::Tensor SegmentationModel::get_tensor(const std::string& name) const { return entry(name).tensor.detach(); }
+
+void SegmentationModel::set_tensor(const std::string& name, const at::Tensor& value) {
+  const RegistryEntry& e = entry(name);
+  if (!value.defined() || value.sizes() != e.tensor.sizes())
+    throw std::invalid_argument("tensor '" + name + "': expected shape " + shape_string(e.tensor.sizes()) +
+                                ", got " + (value.defined() ? shape_string(value.sizes()) : "undefined"));
+  at::NoGradGuard no_grad;  // copy_ into a leaf that requires grad
+  e.tensor.copy_(value);
+}
+
+SegmentationModel::LoadReport SegmentationModel::load_state_dict(const io::NamedTensors& tensors,
+                                                                 const std::string& prefix) {
+  LoadReport report;
+  std::map<std::string, bool> seen;
+  for (const auto& [key, value] : tensors) {
+    const std::string name = prefix + key;
+    if (!has_tensor(name)) {
+      report.unexpected.push_back(key);
+      continue;
+    }
+    set_tensor(name, value);
+    seen[name] = true;
+  }
+  for (const auto& e : registry_.entries())
+    if (starts_with(e.name, prefix.c_str()) && !seen.count(e.name)) report.missing.push_back(e.name);
+  return report;
+}
+
+SegmentationModel::Features SegmentationModel::forward_features(const at::Tensor& input) {
+  c10::InferenceMode inference;
+  const ForwardContext ctx{training_, options_.bn_momentum, options_.bn_eps, options_.dropout};
+  DecoderOutput out = decoder_->forward(encoder_->forward(input, ctx), ctx, /*with_deepsup=*/true);
+  Features f;
+  f.logprob = at::log_softmax(out.logits, 1);
+  if (out.deepsup_logits.defined()) f.logprob_deepsup = at::log_softmax(out.deepsup_logits, 1);
+  return f;
+}
+
+at::Tensor SegmentationModel::forward_probs(const at::Tensor& input, int64_t out_h, int64_t out_w) {
+  c10::InferenceMode inference;
+  const ForwardContext ctx{training_, options_.bn_momentum, options_.bn_eps, options_.dropout};
+  at::Tensor logits = decoder_->forward(encoder_->forward(input, ctx), ctx, /*with_deepsup=*/false).logits;
+  at::Tensor x = upsample_bilinear(logits, out_h, out_w);
+  logits.reset();
+  // softmax over classes in place (the same math as at::softmax) so that only one full-size
+  // buffer exists.
+  x.sub_(std::get<0>(x.max(1, /*keepdim=*/true)));
+  x.exp_();
+  x.div_(x.sum(1, /*keepdim=*/true));
+  return x;
+}
+
+double pixel_accuracy(const at::Tensor& logprob, const at::Tensor& label) {
+  const at::Tensor preds = logprob.argmax(1);
+  const at::Tensor valid = label.ge(0);
+  const double correct = static_cast<double>(preds.eq(label).logical_and_(valid).sum().item<int64_t>());
+  const double labeled = static_cast<double>(valid.sum().item<int64_t>());
+  return correct / (labeled + 1e-10);
+}
+
+TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at::Tensor& label,
+                                              const TrainStepOptions& opt) {
+  at::AutoGradMode grad_mode(true);
+  const ForwardContext ctx{!fix_bn_, options_.bn_momentum, options_.bn_eps, options_.dropout};
+  TrainStepResult result;
+
+  for (auto& e : registry_.entries())
+    if (is_parameter(e.role)) e.tensor.mutable_grad().reset();  // zero_grad(set_to_none=True)
+
+  at::Tensor loss;
+  {
+    DecoderOutput out = decoder_->forward(encoder_->forward(input, ctx), ctx, /*with_deepsup=*/true);
+    const at::Tensor logprob = at::log_softmax(out.logits, 1);
+    loss = at::nll_loss_nd(logprob, label, {}, at::Reduction::Mean, /*ignore_index=*/-1);
+    result.loss_main = loss.item<double>();
+    if (out.deepsup_logits.defined()) {
+      const at::Tensor deepsup = at::log_softmax(out.deepsup_logits, 1);
+      const at::Tensor loss_deepsup = at::nll_loss_nd(deepsup, label, {}, at::Reduction::Mean, -1);
+      result.loss_deepsup = loss_deepsup.item<double>();
+      loss = loss + loss_deepsup * opt.deep_sup_scale;
+    }
+    result.loss = loss.item<double>();
+    result.accuracy = pixel_accuracy(logprob.detach(), label);
+  }
+  loss.backward();
+  loss.reset();
+
+  at::NoGradGuard no_grad;
+  double norm2_encoder = 0, norm2_decoder = 0;
+  for (auto& e : registry_.entries()) {
+    if (!is_parameter(e.role)) continue;
+    const at::Tensor& grad = e.tensor.grad();
+    if (!grad.defined()) continue;  // a parameter the graph did not reach: no update (as PyTorch)
+    const double g2 = grad.pow(2).sum().item<double>();
+    const bool encoder = starts_with(e.name, "encoder.");
+    (encoder ? norm2_encoder : norm2_decoder) += g2;
+
+    // torch.optim.SGD (dampening 0, no Nesterov); weight decay only on conv weights.
+    at::Tensor d_p = grad;
+    if (e.role == TensorRole::ConvWeight && opt.weight_decay != 0) d_p = d_p.add(e.tensor, opt.weight_decay);
+    if (opt.momentum != 0) {
+      auto it = momentum_.find(e.name);
+      if (it == momentum_.end()) {
+        it = momentum_.emplace(e.name, d_p.clone()).first;
+      } else {
+        it->second.mul_(opt.momentum).add_(d_p);
+      }
+      d_p = it->second;
+    }
+    e.tensor.add_(d_p, -(encoder ? opt.lr_encoder : opt.lr_decoder));
+  }
+  result.grad_norm_encoder = std::sqrt(norm2_encoder);
+  result.grad_norm_decoder = std::sqrt(norm2_decoder);
+  return result;
+}
+
+io::NamedTensors SegmentationModel::optimizer_state() const {
+  io::NamedTensors out;
+  for (const auto& e : registry_.entries()) {
+    auto it = momentum_.find(e.name);
+    if (it != momentum_.end()) out.emplace_back(e.name, it->second);
+  }
+  return out;
+}
+
+void SegmentationModel::set_optimizer_state(const io::NamedTensors& state) {
+  std::map<std::string, at::Tensor> buffers;
+  for (const auto& [name, value] : state) {
+    auto it = index_.find(name);
+    if (it == index_.end() || !is_parameter(registry_.entries()[it->second].role))
+      throw std::invalid_argument("optimizer state '" + name + "' is not a parameter of this model");
+    const at::Tensor& p = registry_.entries()[it->second].tensor;
+    if (value.sizes() != p.sizes())
+      throw std::invalid_argument("optimizer state '" + name + "': expected shape " + shape_string(p.sizes()) +
+                                  ", got " + shape_string(value.sizes()));
+    buffers[name] = value.detach().to(p.device(), p.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+  }
+  momentum_ = std::move(buffers);
+}
+
+}  // namespace segtool::nn
