@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { SegtoolError } from '../errors.js';
 import { systemInfo } from '../system.js';
+import { runForward } from './forward.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -22,6 +23,25 @@ export function buildProgram(): Command {
         `custom CUDA kernels ${info.cudaKernels ? 'built' : 'not built'}; oneDNN ${info.mkldnn ? 'yes' : 'no'}`);
       console.log(`threads ${info.threads} of ${info.cores} cores`);
       if (info.matmulGflops !== undefined) console.log(`float32 matmul ${info.matmulGflops.toFixed(1)} GFLOP/s`);
+    });
+
+  program
+    .command('forward')
+    .description('run a model on the input tensor of a safetensors file (e.g. a reference fixture case) and check or save the log-probabilities')
+    .argument('<file>', 'safetensors file with an input tensor (eval.input or input)')
+    .option('--encoder <name>', 'encoder (default: the file\'s metadata)')
+    .option('--decoder <name>', 'decoder (default: the file\'s metadata)')
+    .option('--weights <source>', 'weights: "procedural" (the fixtures\' deterministic weights)', 'procedural')
+    .option('--input-key <name>', 'the input tensor\'s name')
+    .option('--out <file>', 'write logprob (and logprob_deepsup) to this safetensors file')
+    .action(async (file: string, options: { encoder?: string; decoder?: string; weights: string; inputKey?: string; out?: string }) => {
+      const report = await runForward(file, options);
+      console.log(`${report.encoder} + ${report.decoder}: logprob [${report.shape.join(', ')}] in ${(report.seconds * 1000).toFixed(0)} ms`);
+      if (report.relativeError !== undefined) {
+        console.log(`reference eval.logprob: max error ${report.relativeError.toExponential(2)} of its range -> ${report.matches ? 'MATCH' : 'MISMATCH'} (tolerance 1e-3)`);
+        if (!report.matches) process.exitCode = 1;
+      }
+      if (options.out) console.log(`wrote ${options.out}`);
     });
 
   return program;

@@ -21,6 +21,11 @@ export const ENCODER_NAMES = [
   'resnet101_dilated16',
   'resnext101_dilated8',
   'resnext101_dilated16',
+  // Output-stride-16 and dilated ResNeXt spelled as the canonical names are.
+  'resnet50dilated16',
+  'resnet101dilated16',
+  'resnext101dilated',
+  'resnext101dilated16',
 ] as const;
 export type EncoderName = (typeof ENCODER_NAMES)[number];
 
@@ -56,6 +61,10 @@ export const ENCODER_CHANNELS: Readonly<Record<EncoderName, number>> = Object.fr
   resnet101_dilated16: 2048,
   resnext101_dilated8: 2048,
   resnext101_dilated16: 2048,
+  resnet50dilated16: 2048,
+  resnet101dilated16: 2048,
+  resnext101dilated: 2048,
+  resnext101dilated16: 2048,
 });
 
 /** True for decoders with a deep-supervision head (trained with `TRAIN.deep_sup_scale`). */
