@@ -16,3 +16,6 @@ export {
   type EncoderName,
   type DecoderName,
 } from './model.js';
+export * from './config/index.js';
+export * from './eval/index.js';
+export * from './data/index.js';

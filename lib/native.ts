@@ -100,6 +100,9 @@ export interface NativeAddon {
   matmulBenchmark(n: number, iterations: number): Promise<{ seconds: number; gflops: number }>;
   readSafetensors(path: string): Promise<{ tensors: NamedNativeTensors; metadata: Record<string, string> }>;
   writeSafetensors(path: string, tensors: NamedNativeTensors, metadata: Record<string, string>): Promise<void>;
+  /** The state dict of a PyTorch .pth (zip or legacy); `key` picks a nested dict ("a/b"). */
+  readPth(path: string, key?: string): Promise<{ tensors: NamedNativeTensors; metadata: { format: 'zip' | 'legacy'; statePath: string } }>;
+  writePth(path: string, tensors: NamedNativeTensors): Promise<void>;
   createModel(options: NativeModelOptions): Promise<NativeModel>;
   architectures(): { encoders: string[]; decoders: string[]; defaultFcDim: Record<string, number> };
 }

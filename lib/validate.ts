@@ -86,3 +86,19 @@ export function nearest(name: string, candidates: Iterable<string>): string | un
   }
   return best !== undefined && bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
 }
+
+/** A non-empty array of integers in [min, max]; a single integer is accepted as a one-element list. */
+export function expectIntegerList(name: string, value: unknown, min = -Infinity, max = Infinity): number[] {
+  const list = typeof value === 'number' ? [value] : value;
+  if (!Array.isArray(list) || list.length === 0) {
+    throw invalid(name, 'an integer or a non-empty array of integers', value);
+  }
+  return list.map((item, i) => expectInteger(`${name}[${i}]`, item, min, max));
+}
+
+/** A plain object (not null, not an array); `undefined` is allowed when `optional`. */
+export function expectObject(name: string, value: unknown, optional = false): Record<string, unknown> {
+  if (value === undefined && optional) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(name, 'an object', value);
+  return value as Record<string, unknown>;
+}

@@ -108,6 +108,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmulBenchmark", Napi::Function::New<matmul_benchmark>(env, "matmulBenchmark"));
   exports.Set("readSafetensors", Napi::Function::New<read_safetensors>(env, "readSafetensors"));
   exports.Set("writeSafetensors", Napi::Function::New<write_safetensors>(env, "writeSafetensors"));
+  exports.Set("readPth", Napi::Function::New<read_pth>(env, "readPth"));
+  exports.Set("writePth", Napi::Function::New<write_pth>(env, "writePth"));
   exports.Set("ModelHandle", state->model_class.Value());
   exports.Set("createModel", Napi::Function::New<create_model>(env, "createModel"));
   exports.Set("architectures", Napi::Function::New<architectures>(env, "architectures"));

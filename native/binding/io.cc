@@ -4,6 +4,7 @@
 
 #include "binding/async.h"
 #include "binding/tensor.h"
+#include "io/pth.h"
 #include "io/safetensors.h"
 
 namespace segtool::binding {
@@ -13,6 +14,13 @@ struct LoadedFile {
   io::NamedTensors tensors;
   std::map<std::string, std::string> metadata;
 };
+
+Napi::Object string_map_to_js(Napi::Env env, const std::map<std::string, std::string>& map) {
+  Napi::Object out = Napi::Object::New(env);
+  for (const auto& [k, v] : map) out.Set(k, v);
+  return out;
+}
+}  // namespace
 
 Napi::Value named_tensors_to_js(Napi::Env env, io::NamedTensors& tensors) {
   Napi::Array out = Napi::Array::New(env, tensors.size());
@@ -24,13 +32,6 @@ Napi::Value named_tensors_to_js(Napi::Env env, io::NamedTensors& tensors) {
   }
   return out;
 }
-
-Napi::Object string_map_to_js(Napi::Env env, const std::map<std::string, std::string>& map) {
-  Napi::Object out = Napi::Object::New(env);
-  for (const auto& [k, v] : map) out.Set(k, v);
-  return out;
-}
-}  // namespace
 
 io::NamedTensors named_tensors_from_js(Napi::Value value, const char* what) {
   Napi::Env env = value.Env();
@@ -88,6 +89,50 @@ Napi::Value write_safetensors(const Napi::CallbackInfo& info) {
       env,
       [path, tensors = std::move(tensors), metadata] {
         io::write_safetensors(path, tensors, metadata);
+        return true;
+      },
+      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+}
+
+// readPth(path, key) -> Promise<{tensors, metadata: {format, statePath}}>: the state dict of a
+// PyTorch checkpoint (zip or legacy format), "module." prefixes stripped.
+Napi::Value read_pth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string key = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  return run_async<LoadedFile>(
+      env,
+      [path, key] {
+        io::PthFile file = io::read_pth(path);
+        std::string where;
+        const io::PyValue* dict = io::find_state_dict(file.root, key, &where);
+        if (!dict) {
+          // read_state_dict explains what the file holds instead.
+          io::read_state_dict(path, key);
+          throw io::FormatError(path + ": no state dict found");
+        }
+        LoadedFile out{io::named_tensors_of(*dict, path), {}};
+        out.metadata["format"] = file.format == io::PthFormat::Zip ? "zip" : "legacy";
+        out.metadata["statePath"] = where;
+        return out;
+      },
+      [](Napi::Env env, LoadedFile& file) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("tensors", named_tensors_to_js(env, file.tensors));
+        out.Set("metadata", string_map_to_js(env, file.metadata));
+        return out;
+      });
+}
+
+// writePth(path, [name, TensorHandle][]) -> Promise<void>: torch.save(OrderedDict) format, atomic.
+Napi::Value write_pth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  io::NamedTensors tensors = named_tensors_from_js(info[1], "tensors");
+  return run_async<bool>(
+      env,
+      [path, tensors = std::move(tensors)] {
+        io::write_pth(path, tensors);
         return true;
       },
       [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });

@@ -39,17 +39,6 @@ Napi::Array strings_to_js(Napi::Env env, const std::vector<std::string>& list) {
   return out;
 }
 
-Napi::Value named_clones_to_js(Napi::Env env, io::NamedTensors& tensors) {
-  Napi::Array out = Napi::Array::New(env, tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    Napi::Array pair = Napi::Array::New(env, 2);
-    pair.Set(0u, tensors[i].first);
-    pair.Set(1u, TensorHandle::wrap(env, std::move(tensors[i].second)));
-    out.Set(static_cast<uint32_t>(i), pair);
-  }
-  return out;
-}
-
 io::NamedTensors cloned(const io::NamedTensors& tensors) {
   io::NamedTensors out;
   out.reserve(tensors.size());
@@ -163,7 +152,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
 
   Napi::Value state_dict(const Napi::CallbackInfo& info) {
     return run<io::NamedTensors>(
-        info.Env(), [](nn::SegmentationModel& m) { return cloned(m.state_dict()); }, named_clones_to_js);
+        info.Env(), [](nn::SegmentationModel& m) { return cloned(m.state_dict()); }, named_tensors_to_js);
   }
 
   // loadStateDict(entries, prefix) -> Promise<{missing, unexpected}>
@@ -244,7 +233,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
 
   Napi::Value optimizer_state(const Napi::CallbackInfo& info) {
     return run<io::NamedTensors>(
-        info.Env(), [](nn::SegmentationModel& m) { return cloned(m.optimizer_state()); }, named_clones_to_js);
+        info.Env(), [](nn::SegmentationModel& m) { return cloned(m.optimizer_state()); }, named_tensors_to_js);
   }
 
   Napi::Value set_optimizer_state(const Napi::CallbackInfo& info) {
