@@ -19,3 +19,4 @@ export {
 export * from './config/index.js';
 export * from './eval/index.js';
 export * from './data/index.js';
+export * from './checkpoint.js';

@@ -167,6 +167,17 @@ export class SegmentationModel {
     return this.#idle().keys();
   }
 
+  /** [key, shape, dtype] of every weight and buffer, in state-dict order (no data copied). */
+  shapes(): Array<[string, number[], string]> {
+    return this.#idle().shapes();
+  }
+
+  /** "resnet50dilated + ppm_deepsup (150 classes)", for messages. */
+  describe(): string {
+    const info = this.#model.info();
+    return `${info.encoder} + ${info.decoder} (${info.numClass} classes)`;
+  }
+
   /** A copy of one weight or buffer, by state-dict name. */
   getWeight(name: string): Tensor {
     const key = expectString('name', name);

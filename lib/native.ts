@@ -61,6 +61,7 @@ export interface NativeModel {
   readonly disposed: boolean;
   info(): NativeModelInfo;
   keys(): string[];
+  shapes(): Array<[string, number[], NativeDtype]>;
   getTensor(name: string): NativeTensor;
   setTensor(name: string, value: NativeTensor): void;
   stateDict(): Promise<NamedNativeTensors>;
@@ -104,6 +105,10 @@ export interface NativeAddon {
   readPth(path: string, key?: string): Promise<{ tensors: NamedNativeTensors; metadata: { format: 'zip' | 'legacy'; statePath: string } }>;
   writePth(path: string, tensors: NamedNativeTensors): Promise<void>;
   createModel(options: NativeModelOptions): Promise<NativeModel>;
+  /** Seeds LibTorch's CPU generator (dropout, random initialisation). */
+  manualSeed(seed: number): void;
+  getRngState(): NativeTensor;
+  setRngState(state: NativeTensor): void;
   architectures(): { encoders: string[]; decoders: string[]; defaultFcDim: Record<string, number> };
 }
 

@@ -2,11 +2,13 @@
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <ATen/Context.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/api/include/torch/version.h>
 #include <napi.h>
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 
 #include "binding/async.h"
 #include "binding/errors.h"
@@ -63,6 +65,36 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The CPU generator drives dropout and random initialisation; its state goes into training
+// checkpoints so a resumed run draws what an uninterrupted one would.
+Napi::Value manual_seed(const Napi::CallbackInfo& info) {
+  uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_current_seed(seed);
+  return info.Env().Undefined();
+}
+
+Napi::Value get_rng_state(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return TensorHandle::wrap(env, at::Tensor(gen.get_state()));
+  });
+}
+
+Napi::Value set_rng_state(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  at::Tensor state = TensorHandle::unwrap(info[0], "state");
+  guarded(env, [&] {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state.to(at::kByte).contiguous());
+  });
+  return env.Undefined();
+}
+
 struct MatmulTiming {
   double seconds;
   double gflops;
@@ -108,6 +140,9 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmulBenchmark", Napi::Function::New<matmul_benchmark>(env, "matmulBenchmark"));
   exports.Set("readSafetensors", Napi::Function::New<read_safetensors>(env, "readSafetensors"));
   exports.Set("writeSafetensors", Napi::Function::New<write_safetensors>(env, "writeSafetensors"));
+  exports.Set("manualSeed", Napi::Function::New<manual_seed>(env, "manualSeed"));
+  exports.Set("getRngState", Napi::Function::New<get_rng_state>(env, "getRngState"));
+  exports.Set("setRngState", Napi::Function::New<set_rng_state>(env, "setRngState"));
   exports.Set("readPth", Napi::Function::New<read_pth>(env, "readPth"));
   exports.Set("writePth", Napi::Function::New<write_pth>(env, "writePth"));
   exports.Set("ModelHandle", state->model_class.Value());

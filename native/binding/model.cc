@@ -55,6 +55,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                        {
                            InstanceMethod<&ModelHandle::info>("info"),
                            InstanceMethod<&ModelHandle::keys>("keys"),
+                           InstanceMethod<&ModelHandle::shapes>("shapes"),
                            InstanceMethod<&ModelHandle::get_tensor>("getTensor"),
                            InstanceMethod<&ModelHandle::set_tensor>("setTensor"),
                            InstanceMethod<&ModelHandle::state_dict>("stateDict"),
@@ -132,6 +133,24 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
 
   Napi::Value keys(const Napi::CallbackInfo& info) {
     return strings_to_js(info.Env(), idle_model(info.Env()).keys());
+  }
+
+  // shapes() -> [name, number[], dtype][] in state-dict order, without copying any data.
+  Napi::Value shapes(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    io::NamedTensors tensors = idle_model(env).state_dict();
+    Napi::Array out = Napi::Array::New(env, tensors.size());
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const at::Tensor& t = tensors[i].second;
+      Napi::Array dims = Napi::Array::New(env, t.dim());
+      for (int64_t d = 0; d < t.dim(); ++d) dims.Set(static_cast<uint32_t>(d), static_cast<double>(t.size(d)));
+      Napi::Array entry = Napi::Array::New(env, 3);
+      entry.Set(0u, tensors[i].first);
+      entry.Set(1u, dims);
+      entry.Set(2u, dtype_name(t.scalar_type()));
+      out.Set(static_cast<uint32_t>(i), entry);
+    }
+    return out;
   }
 
   Napi::Value get_tensor(const Napi::CallbackInfo& info) {

@@ -1,6 +1,7 @@
 #include "io/file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +23,10 @@ std::string parent_dir(const std::string& path) {
 }  // namespace
 
 std::vector<uint8_t> read_file(const std::string& path) {
+  // A folder opens as a stream on Linux and reports a bogus size: refuse it up front.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    throw FormatError(path + ": is a folder, expected a file");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw FormatError(path + ": cannot open file (" + errno_text() + ")");
   std::streamsize size = in.tellg();

@@ -1,0 +1,210 @@
+// Checkpoints: the reference's released formats, files PyTorch loads, exact resume, atomic saves.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  SegmentationModel, Tensor, readWeights, loadWeights, saveReferenceWeights, writeWeights,
+  saveTrainingCheckpoint, restoreTrainingCheckpoint, manualSeed, disposeAll, liveTensorCount, SegtoolError,
+} from '../dist/index.js';
+
+const FIXTURES = 'test/fixtures/checkpoints';
+const PYTHON = '/usr/bin/python3';
+const tmp = () => mkdtempSync(join(tmpdir(), 'segtool-ckpt-'));
+
+function bytesOf(tensor) {
+  const d = tensor.data();
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+}
+
+async function proceduralModel() {
+  return SegmentationModel.create({ encoder: 'mobilenetv2dilated', decoder: 'c1_deepsup', init: 'procedural' });
+}
+
+test('every released checkpoint format loads to exactly the procedural weights', async () => {
+  const reference = await proceduralModel();
+  const cases = [
+    ['zip/decoder_epoch_20.pth', 'decoder.'],
+    ['legacy/decoder_epoch_20.pth', 'decoder.'],
+    ['legacy-cuda/decoder_epoch_20.pth', 'decoder.'],
+    ['legacy-cuda/encoder_epoch_20.pth', 'encoder.'],
+  ];
+  const modelKeys = reference.keys();
+  for (const [file, prefix] of cases) {
+    const weights = await readWeights(join(FIXTURES, file));
+    const expectedKeys = modelKeys.filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
+    assert.deepEqual([...weights.keys()], expectedKeys, `${file}: keys in the reference's order`);
+    for (const [key, tensor] of weights) {
+      const want = reference.getWeight(prefix + key);
+      assert.deepEqual(tensor.shape, want.shape, `${file} ${key} shape`);
+      assert.equal(tensor.dtype, want.dtype, `${file} ${key} dtype`);
+      assert.ok(bytesOf(tensor).equals(bytesOf(want)), `${file} ${key} values`);
+      want.dispose();
+    }
+    disposeAll(weights);
+  }
+  // The pair loads into a freshly initialised model, which then equals the procedural one.
+  const fresh = await SegmentationModel.create({ encoder: 'mobilenetv2dilated', decoder: 'c1_deepsup' });
+  const report = await loadWeights(fresh, [join(FIXTURES, 'legacy-cuda/encoder_epoch_20.pth'), join(FIXTURES, 'legacy-cuda/decoder_epoch_20.pth')]);
+  assert.deepEqual(report.missing, []);
+  assert.deepEqual(report.unexpected, []);
+  const a = await fresh.stateDict();
+  const b = await reference.stateDict();
+  for (const [key, t] of a) assert.ok(bytesOf(t).equals(bytesOf(b.get(key))), key);
+  disposeAll(a);
+  disposeAll(b);
+  fresh.dispose();
+  reference.dispose();
+});
+
+test('written .pth files load in PyTorch with identical keys, order and values', async () => {
+  const model = await proceduralModel();
+  const dir = tmp();
+  const paths = await saveReferenceWeights(model, dir, 7);
+  assert.deepEqual(paths, { encoder: join(dir, 'encoder_epoch_7.pth'), decoder: join(dir, 'decoder_epoch_7.pth') });
+  const script = `
+import sys, json, hashlib, torch
+out = {}
+for path in sys.argv[1:]:
+    sd = torch.load(path, map_location='cpu')
+    assert type(sd).__name__ == 'OrderedDict', type(sd)
+    out[path] = [[k, list(v.shape), str(v.dtype), hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()] for k, v in sd.items()]
+print(json.dumps(out))`;
+  const run = spawnSync(PYTHON, ['-c', script, paths.encoder, paths.decoder], { encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  const loaded = JSON.parse(run.stdout);
+  const dtypes = { float32: 'torch.float32', int64: 'torch.int64' };
+  for (const [part, path] of Object.entries(paths)) {
+    const expected = [];
+    for (const [key, shape, dtype] of model.shapes()) {
+      if (!key.startsWith(`${part}.`)) continue;
+      const t = model.getWeight(key);
+      expected.push([key.slice(part.length + 1), shape, dtypes[dtype], createHash('sha256').update(bytesOf(t)).digest('hex')]);
+      t.dispose();
+    }
+    assert.deepEqual(loaded[path], expected, `${part} as torch.load sees it`);
+  }
+  model.dispose();
+});
+
+test('safetensors and .pth convert both ways without changing a value', async () => {
+  const dir = tmp();
+  const weights = await readWeights(join(FIXTURES, 'legacy/decoder_epoch_20.pth'));
+  await writeWeights(join(dir, 'd.safetensors'), weights);
+  const back = await readWeights(join(dir, 'd.safetensors'));
+  await writeWeights(join(dir, 'd.pth'), back);
+  const again = await readWeights(join(dir, 'd.pth'));
+  assert.deepEqual([...again.keys()], [...weights.keys()]);
+  for (const [key, t] of weights) assert.ok(bytesOf(t).equals(bytesOf(again.get(key))), key);
+  for (const m of [weights, back, again]) disposeAll(m);
+});
+
+test('resume is exact: 4 steps straight equal 2 steps, save, restore into a new process state, 2 steps', async () => {
+  const dir = tmp();
+  const options = { encoder: 'resnet18dilated', decoder: 'ppm_deepsup', numClass: 5, dropout: 0.1, bnMomentum: 0.1 };
+  const batches = [0, 1, 2, 3].map((i) => {
+    const data = new Float32Array(2 * 3 * 32 * 48);
+    for (let j = 0; j < data.length; j++) data[j] = Math.sin(j * 0.37 + i);
+    const label = new Int32Array(2 * 4 * 6);
+    for (let j = 0; j < label.length; j++) label[j] = ((j * 7 + i) % 6) - 1;
+    return { input: { data, shape: [2, 3, 32, 48] }, label: { data: label, shape: [2, 4, 6] } };
+  });
+  const step = (model, b, lr) => model.trainStep(b.input, b.label, { lrEncoder: lr, lrDecoder: lr * 2 });
+
+  manualSeed(11);
+  const straight = await SegmentationModel.create({ ...options, init: 'procedural' });
+  straight.train();
+  const lossesStraight = [];
+  for (let i = 0; i < 4; i++) lossesStraight.push((await step(straight, batches[i], 0.01)).loss);
+
+  manualSeed(11);
+  const first = await SegmentationModel.create({ ...options, init: 'procedural' });
+  first.train();
+  const lossesResumed = [];
+  for (let i = 0; i < 2; i++) lossesResumed.push((await step(first, batches[i], 0.01)).loss);
+  const path = join(dir, 'checkpoint.safetensors');
+  await saveTrainingCheckpoint(path, { model: first, epoch: 1, iteration: 2, config: { note: 'test' }, rng: 'data-rng-state', history: [{ loss: 1 }] });
+  first.dispose();
+
+  manualSeed(999); // a different process state: restore must bring back everything
+  const resumed = await SegmentationModel.create(options);
+  resumed.train();
+  const state = await restoreTrainingCheckpoint(resumed, path);
+  assert.deepEqual(state, { epoch: 1, iteration: 2, config: { note: 'test' }, rng: 'data-rng-state', history: [{ loss: 1 }] });
+  for (let i = 2; i < 4; i++) lossesResumed.push((await step(resumed, batches[i], 0.01)).loss);
+
+  assert.deepEqual(lossesResumed, lossesStraight);
+  const a = await straight.stateDict();
+  const b = await resumed.stateDict();
+  for (const [key, t] of a) assert.ok(bytesOf(t).equals(bytesOf(b.get(key))), `${key} identical after resume`);
+  disposeAll(a);
+  disposeAll(b);
+  straight.dispose();
+  resumed.dispose();
+});
+
+test('a save killed midway never destroys the last good checkpoint', async () => {
+  const dir = tmp();
+  const path = join(dir, 'checkpoint.safetensors');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    const m = await import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)});
+    const model = await m.SegmentationModel.create({ encoder: 'resnet50dilated', decoder: 'ppm_deepsup', init: 'procedural' });
+    await m.saveTrainingCheckpoint(${JSON.stringify(path)}, { model, epoch: 1, iteration: 10 });
+    console.log('saved');
+    for (let i = 2; ; i++) await m.saveTrainingCheckpoint(${JSON.stringify(path)}, { model, epoch: i, iteration: 10 * i });
+  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => { if (String(d).includes('saved')) resolve(); });
+    child.once('exit', (code) => reject(new Error(`child exited early (${code})`)));
+  });
+  await new Promise((r) => setTimeout(r, 700)); // well inside a later save (a ~190 MB file)
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  const model = await SegmentationModel.create({ encoder: 'resnet50dilated', decoder: 'ppm_deepsup' });
+  const state = await restoreTrainingCheckpoint(model, path);
+  assert.ok(state.epoch >= 1, 'the checkpoint on disk is complete and loads');
+  assert.equal(state.iteration, 10 * state.epoch);
+  model.dispose();
+});
+
+test('bad checkpoints are clear errors, never a crash', async () => {
+  const dir = tmp();
+  const model = await SegmentationModel.create({ encoder: 'mobilenetv2dilated', decoder: 'c1_deepsup', numClass: 7 });
+  const base = liveTensorCount();
+  // Truncated .pth
+  const full = readFileSync(join(FIXTURES, 'zip/decoder_epoch_20.pth'));
+  const truncated = join(dir, 'decoder_truncated.pth');
+  writeFileSync(truncated, full.subarray(0, Math.floor(full.length / 2)));
+  await assert.rejects(readWeights(truncated), (e) => e instanceof SegtoolError && e.code === 'ERR_BAD_FILE' && e.message.includes('decoder_truncated.pth'));
+  const legacy = readFileSync(join(FIXTURES, 'legacy/decoder_epoch_20.pth'));
+  const truncatedLegacy = join(dir, 'decoder_legacy_truncated.pth');
+  writeFileSync(truncatedLegacy, legacy.subarray(0, legacy.length - 1000));
+  await assert.rejects(readWeights(truncatedLegacy), (e) => e.code === 'ERR_BAD_FILE' && e.message.includes('decoder_legacy_truncated.pth'));
+  // Not a checkpoint at all
+  const jpeg = join(dir, 'photo.pth');
+  copyFileSync('test/fixtures/data/ADE_val_00001519.jpg', jpeg);
+  await assert.rejects(readWeights(jpeg), (e) => e.code === 'ERR_BAD_FILE' && /not a checkpoint/.test(e.message));
+  const empty = join(dir, 'empty.pth');
+  writeFileSync(empty, '');
+  await assert.rejects(readWeights(empty), (e) => e.code === 'ERR_BAD_FILE');
+  await assert.rejects(readWeights(join(dir, 'missing.pth')), (e) => e.code === 'ERR_NOT_FOUND' && /missing\.pth/.test(e.message));
+  // A pickle that asks for anything but tensors and containers is refused, not executed.
+  const evil = join(dir, 'evil.pth');
+  writeFileSync(evil, Buffer.concat([Buffer.from([0x80, 0x02]), Buffer.from('cos\nsystem\n(S\'touch /tmp/segtool-pwned\'\ntR.')]));
+  await assert.rejects(readWeights(evil), (e) => e.code === 'ERR_BAD_FILE' && /os/.test(e.message) && /system/.test(e.message));
+  assert.equal(existsSync('/tmp/segtool-pwned'), false);
+  // A checkpoint of another architecture
+  await assert.rejects(loadWeights(model, join(FIXTURES, 'legacy-cuda/decoder_epoch_20.pth')), (e) => e.code === 'ERR_CHECKPOINT' && /decoder\.conv_last\.weight/.test(e.message) && /\[150, 80, 1, 1\]/.test(e.message) && /\[7, 80, 1, 1\]/.test(e.message));
+  const resnet = await SegmentationModel.create({ encoder: 'resnet18dilated', decoder: 'c1_deepsup' });
+  await assert.rejects(loadWeights(resnet, join(FIXTURES, 'legacy-cuda/encoder_epoch_20.pth')), (e) => e.code === 'ERR_CHECKPOINT' && /encoder_epoch_20\.pth/.test(e.message));
+  resnet.dispose();
+  // Fine-tuning to 7 classes: the 150-class heads are skipped on request, the rest loads.
+  const report = await loadWeights(model, [join(FIXTURES, 'legacy-cuda/encoder_epoch_20.pth'), join(FIXTURES, 'legacy-cuda/decoder_epoch_20.pth')], { skipMismatchedHead: true, strict: false });
+  assert.deepEqual(report.skipped.map((s) => s.key).sort(), ['decoder.conv_last.bias', 'decoder.conv_last.weight', 'decoder.conv_last_deepsup.bias', 'decoder.conv_last_deepsup.weight']);
+  assert.deepEqual(report.skipped.find((s) => s.key === 'decoder.conv_last.weight'), { key: 'decoder.conv_last.weight', file: [150, 80, 1, 1], model: [7, 80, 1, 1] });
+  assert.equal(liveTensorCount(), base, 'failed loads leak no tensor');
+  model.dispose();
+});
