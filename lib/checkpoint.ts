@@ -308,3 +308,43 @@ export async function restoreTrainingCheckpoint(model: SegmentationModel, path: 
 export function manualSeed(seed: number): void {
   native().manualSeed(expectInteger('seed', seed, 0, Number.MAX_SAFE_INTEGER));
 }
+
+/**
+ * Converts weights between .pth and .safetensors. Several inputs (e.g. encoder_epoch_20.pth and
+ * decoder_epoch_20.pth) combine into one file with "encoder."/"decoder." prefixes; an output that
+ * is a folder (ends with "/") splits a combined file into encoder_* and decoder_* files of
+ * `format`. Returns the files written.
+ */
+export async function convertWeights(inputs: readonly string[], output: string, options: { format?: WeightsFormat } = {}): Promise<string[]> {
+  if (inputs.length === 0) throw invalid('inputs', 'one or more weight files', inputs);
+  expectString('output', output);
+  const combined = new Map<string, Tensor>();
+  try {
+    for (const input of inputs) {
+      const tensors = await readWeights(input);
+      const prefix = inputs.length > 1 ? prefixFor(input, [...tensors.keys()]) : '';
+      for (const [key, t] of tensors) combined.set(prefix + key, t);
+    }
+    if (!output.endsWith('/')) {
+      await writeWeights(output, combined);
+      return [output];
+    }
+    const format = options.format ?? 'pth';
+    const epoch = inputs.map((p) => /epoch_(\d+)/.exec(basename(p))?.[1]).find((e) => e !== undefined);
+    await mkdir(output, { recursive: true });
+    const written: string[] = [];
+    for (const part of ['encoder', 'decoder'] as const) {
+      const tensors = new Map([...combined].filter(([k]) => k.startsWith(`${part}.`)).map(([k, t]) => [k.slice(part.length + 1), t]));
+      if (tensors.size === 0) continue;
+      const path = join(output, `${part}${epoch ? `_epoch_${epoch}` : ''}.${format}`);
+      await writeWeights(path, tensors);
+      written.push(path);
+    }
+    if (written.length === 0) {
+      throw new SegtoolError('ERR_CHECKPOINT', `${inputs.join(' + ')}: no "encoder."/"decoder." keys to split into ${output}`);
+    }
+    return written;
+  } finally {
+    disposeAll(combined);
+  }
+}

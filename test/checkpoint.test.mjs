@@ -208,3 +208,29 @@ test('bad checkpoints are clear errors, never a crash', async () => {
   assert.equal(liveTensorCount(), base, 'failed loads leak no tensor');
   model.dispose();
 });
+
+test('segtool convert combines a released pair and splits it back, values unchanged', async () => {
+  const dir = tmp();
+  const cli = (...args) => spawnSync(process.execPath, ['bin/segtool', 'convert', ...args], { encoding: 'utf8' });
+  const enc = join(FIXTURES, 'legacy-cuda/encoder_epoch_20.pth');
+  const dec = join(FIXTURES, 'legacy-cuda/decoder_epoch_20.pth');
+  let run = cli(enc, dec, join(dir, 'combined.safetensors'));
+  assert.equal(run.status, 0, run.stderr);
+  const combined = await readWeights(join(dir, 'combined.safetensors'));
+  assert.ok(combined.has('encoder.conv1.weight') === false && [...combined.keys()][0].startsWith('encoder.'));
+  run = cli(join(dir, 'combined.safetensors'), `${dir}/split/`);
+  assert.equal(run.status, 0, run.stderr);
+  assert.match(run.stdout, /split\/encoder\.pth/);
+  for (const [part, original] of [['encoder', enc], ['decoder', dec]]) {
+    const a = await readWeights(original);
+    const b = await readWeights(join(dir, 'split', `${part}.pth`));
+    assert.deepEqual([...b.keys()], [...a.keys()]);
+    for (const [k, t] of a) assert.ok(bytesOf(t).equals(bytesOf(b.get(k))), k);
+    disposeAll(a);
+    disposeAll(b);
+  }
+  disposeAll(combined);
+  run = cli(join(dir, 'nope.pth'), join(dir, 'out.pth'));
+  assert.equal(run.status, 1);
+  assert.match(run.stderr, /nope\.pth/);
+});

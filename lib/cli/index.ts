@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { SegtoolError } from '../errors.js';
 import { systemInfo } from '../system.js';
 import { runForward } from './forward.js';
+import { convertWeights } from '../checkpoint.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -42,6 +43,20 @@ export function buildProgram(): Command {
         if (!report.matches) process.exitCode = 1;
       }
       if (options.out) console.log(`wrote ${options.out}`);
+    });
+
+  program
+    .command('convert')
+    .description('convert weights between .pth and .safetensors; several inputs combine (encoder./decoder. prefixes); an output ending in / splits')
+    .argument('<files...>', 'input file(s), then the output file or folder/')
+    .option('--format <pth|safetensors>', 'file type when splitting into a folder', 'pth')
+    .action(async (files: string[], options: { format: string }) => {
+      if (files.length < 2) throw new SegtoolError('ERR_INVALID_ARG', 'convert needs at least one input and an output: segtool convert IN [IN2] OUT');
+      if (options.format !== 'pth' && options.format !== 'safetensors') {
+        throw new SegtoolError('ERR_INVALID_ARG', `Expected --format pth or safetensors but received ${options.format}`);
+      }
+      const written = await convertWeights(files.slice(0, -1), files[files.length - 1]!, { format: options.format });
+      for (const path of written) console.log(`wrote ${path}`);
     });
 
   return program;
