@@ -1,18 +1,29 @@
 /**
- * `segtool forward FILE`: runs a model on an input tensor from a safetensors file (a reference
- * fixture case, or any file with an `input` tensor) and writes / checks the log-probabilities.
+ * `segtool forward`: runs a network on the `input` tensor of a safetensors file and writes its
+ * outputs to another (logprob, logprob_deepsup, and with a seg size pred / pred_prob), so users
+ * porting models can compare with PyTorch. Given a reference fixture case (input `eval.input`,
+ * metadata naming the architecture, `eval.logprob` to compare with), it reproduces the case.
  */
 import { loadSafetensors, saveSafetensors, disposeAll } from '../io/safetensors.js';
+import { loadWeights } from '../checkpoint.js';
 import { SegmentationModel, type DecoderName, type EncoderName } from '../model.js';
 import { SegtoolError } from '../errors.js';
-import type { Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 
 export interface ForwardOptions {
+  input: string;
+  output?: string;
   encoder?: string;
   decoder?: string;
-  weights: string;
+  fcDim?: number;
+  numClass?: number;
+  /** Files with the encoder's / decoder's weights (.pth or safetensors, state-dict keys). */
+  weightsEncoder?: string;
+  weightsDecoder?: string;
+  /** A combined weights file, or "procedural" for the reference fixtures' deterministic weights. */
+  weights?: string;
   inputKey?: string;
-  out?: string;
+  segSize?: [number, number];
 }
 
 export interface ForwardReport {
@@ -20,7 +31,7 @@ export interface ForwardReport {
   decoder: string;
   shape: number[];
   seconds: number;
-  /** Max |ours - reference| / range of the reference, when the file holds `eval.logprob`. */
+  /** Max |ours - reference| / range of the reference, when the input file holds `eval.logprob`. */
   relativeError?: number;
   matches?: boolean;
 }
@@ -39,29 +50,72 @@ function maxRelativeError(got: Tensor, expected: Tensor): number {
   return worst / (hi - lo || 1);
 }
 
-export async function runForward(file: string, options: ForwardOptions): Promise<ForwardReport> {
-  const { tensors, metadata } = await loadSafetensors(file);
+/** Argmax and max over classes of [B, C, H, W] probabilities: pred (uint8 or int32) and pred_prob. */
+function argmaxOverClasses(probs: Tensor): { pred: Tensor; predProb: Tensor } {
+  const [batch, classes, height, width] = probs.shape as [number, number, number, number];
+  const p = probs.data<'float32'>();
+  const plane = height * width;
+  const pred = classes <= 256 ? new Uint8Array(batch * plane) : new Int32Array(batch * plane);
+  const best = new Float32Array(batch * plane).fill(-Infinity);
+  for (let b = 0; b < batch; b++) {
+    for (let c = 0; c < classes; c++) {
+      const offset = (b * classes + c) * plane;
+      for (let i = 0; i < plane; i++) {
+        const v = p[offset + i]!;
+        if (v > best[b * plane + i]!) {
+          best[b * plane + i] = v;
+          pred[b * plane + i] = c;
+        }
+      }
+    }
+  }
+  return { pred: Tensor.from(pred, [batch, height, width]), predProb: Tensor.from(best, [batch, height, width]) };
+}
+
+export async function runForward(options: ForwardOptions): Promise<ForwardReport> {
+  const { tensors, metadata } = await loadSafetensors(options.input);
+  const outputs = new Map<string, Tensor>();
   try {
     const encoder = options.encoder ?? metadata['encoder'];
     const decoder = options.decoder ?? metadata['decoder'];
     if (!encoder || !decoder) {
-      throw new SegtoolError('ERR_INVALID_ARG', `${file} names no encoder/decoder in its metadata: pass --encoder and --decoder`);
+      throw new SegtoolError('ERR_INVALID_ARG', `${options.input} names no encoder/decoder in its metadata: pass --encoder and --decoder`);
     }
-    const inputKey = options.inputKey ?? (tensors.has('eval.input') ? 'eval.input' : 'input');
+    const inputKey = options.inputKey ?? (tensors.has('input') ? 'input' : 'eval.input');
     const input = tensors.get(inputKey);
-    if (!input) throw new SegtoolError('ERR_INVALID_ARG', `${file} has no tensor "${inputKey}" (it has ${[...tensors.keys()].join(', ')})`);
-    if (options.weights !== 'procedural') {
-      throw new SegtoolError('ERR_INVALID_ARG', `Expected --weights procedural or a weights file, got ${options.weights}`);
+    if (!input) {
+      throw new SegtoolError('ERR_INVALID_ARG', `${options.input} has no tensor "${inputKey}" (it has ${[...tensors.keys()].join(', ')})`);
     }
+    const weightFiles = [options.weightsEncoder, options.weightsDecoder].filter((f): f is string => f !== undefined);
+    if (weightFiles.length === 0 && options.weights === undefined) {
+      throw new SegtoolError('ERR_INVALID_ARG', 'Pass --weights-encoder and --weights-decoder, --weights FILE, or --weights procedural');
+    }
+    const procedural = options.weights === 'procedural';
+    const numClass = options.numClass ?? (metadata['num_class'] ? Number(metadata['num_class']) : undefined);
+    const fcDim = options.fcDim ?? (metadata['fc_dim'] ? Number(metadata['fc_dim']) : undefined);
     const model = await SegmentationModel.create({
       encoder: encoder as EncoderName,
       decoder: decoder as DecoderName,
-      ...(metadata['num_class'] ? { numClass: Number(metadata['num_class']) } : {}),
-      init: 'procedural',
+      ...(fcDim !== undefined ? { fcDim } : {}),
+      ...(numClass !== undefined ? { numClass } : {}),
+      ...(procedural ? { init: 'procedural' as const } : {}),
     });
     try {
+      if (!procedural) {
+        const files = options.weights !== undefined ? [options.weights, ...weightFiles] : weightFiles;
+        await loadWeights(model, files);
+      }
       const started = performance.now();
       const { logprob, logprobDeepsup } = await model.forward(input);
+      outputs.set('logprob', logprob);
+      if (logprobDeepsup) outputs.set('logprob_deepsup', logprobDeepsup);
+      if (options.segSize) {
+        const probs = await model.predict(input, { segSize: options.segSize });
+        const { pred, predProb } = argmaxOverClasses(probs);
+        probs.dispose();
+        outputs.set('pred', pred);
+        outputs.set('pred_prob', predProb);
+      }
       const seconds = (performance.now() - started) / 1000;
       const report: ForwardReport = { encoder, decoder, shape: logprob.shape, seconds };
       const expected = tensors.get('eval.logprob');
@@ -69,16 +123,13 @@ export async function runForward(file: string, options: ForwardOptions): Promise
         report.relativeError = maxRelativeError(logprob, expected);
         report.matches = report.relativeError <= 1e-3;
       }
-      if (options.out) {
-        await saveSafetensors(options.out, { logprob, ...(logprobDeepsup ? { logprob_deepsup: logprobDeepsup } : {}) }, { encoder, decoder });
-      }
-      logprob.dispose();
-      logprobDeepsup?.dispose();
+      if (options.output) await saveSafetensors(options.output, outputs, { encoder, decoder });
       return report;
     } finally {
       model.dispose();
     }
   } finally {
     disposeAll(tensors);
+    disposeAll(outputs);
   }
 }

@@ -3,10 +3,24 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { SegtoolError } from '../errors.js';
 import { systemInfo } from '../system.js';
-import { runForward } from './forward.js';
+import { runForward, type ForwardOptions } from './forward.js';
 import { convertWeights } from '../checkpoint.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function parseInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n)) throw new SegtoolError('ERR_INVALID_ARG', `Expected an integer but received "${value}"`);
+  return n;
+}
+
+function parseSize(value: string): [number, number] {
+  const parts = value.split(',').map(Number);
+  if (parts.length !== 2 || !parts.every((n) => Number.isInteger(n) && n > 0)) {
+    throw new SegtoolError('ERR_INVALID_ARG', `Expected H,W (two positive integers) but received "${value}"`);
+  }
+  return [parts[0]!, parts[1]!];
+}
 
 export function buildProgram(): Command {
   const program = new Command('segtool')
@@ -28,21 +42,26 @@ export function buildProgram(): Command {
 
   program
     .command('forward')
-    .description('run a model on the input tensor of a safetensors file (e.g. a reference fixture case) and check or save the log-probabilities')
-    .argument('<file>', 'safetensors file with an input tensor (eval.input or input)')
-    .option('--encoder <name>', 'encoder (default: the file\'s metadata)')
-    .option('--decoder <name>', 'decoder (default: the file\'s metadata)')
-    .option('--weights <source>', 'weights: "procedural" (the fixtures\' deterministic weights)', 'procedural')
-    .option('--input-key <name>', 'the input tensor\'s name')
-    .option('--out <file>', 'write logprob (and logprob_deepsup) to this safetensors file')
-    .action(async (file: string, options: { encoder?: string; decoder?: string; weights: string; inputKey?: string; out?: string }) => {
-      const report = await runForward(file, options);
+    .description('run a network on the `input` tensor of a safetensors file and write logprob (logprob_deepsup; pred, pred_prob with --seg-size) to another')
+    .requiredOption('--input <file>', 'safetensors file with the input tensor (`input`; a reference fixture case uses `eval.input`)')
+    .option('--output <file>', 'safetensors file for the outputs')
+    .option('--encoder <name>', 'encoder (default: the input file\'s metadata)')
+    .option('--decoder <name>', 'decoder (default: the input file\'s metadata)')
+    .option('--fc-dim <n>', 'decoder input channels (default: the encoder\'s)', parseInteger)
+    .option('--num-class <n>', 'classes (default 150)', parseInteger)
+    .option('--weights-encoder <file>', 'encoder weights (.pth or .safetensors)')
+    .option('--weights-decoder <file>', 'decoder weights (.pth or .safetensors)')
+    .option('--weights <file>', 'combined weights file, or "procedural" (the reference fixtures\' deterministic weights)')
+    .option('--input-key <name>', 'name of the input tensor')
+    .option('--seg-size <H,W>', 'also output full-size pred and pred_prob at H x W', parseSize)
+    .action(async (options: ForwardOptions) => {
+      const report = await runForward(options);
       console.log(`${report.encoder} + ${report.decoder}: logprob [${report.shape.join(', ')}] in ${(report.seconds * 1000).toFixed(0)} ms`);
       if (report.relativeError !== undefined) {
         console.log(`reference eval.logprob: max error ${report.relativeError.toExponential(2)} of its range -> ${report.matches ? 'MATCH' : 'MISMATCH'} (tolerance 1e-3)`);
         if (!report.matches) process.exitCode = 1;
       }
-      if (options.out) console.log(`wrote ${options.out}`);
+      if (options.output) console.log(`wrote ${options.output}`);
     });
 
   program
