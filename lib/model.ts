@@ -5,7 +5,7 @@
  */
 import { DECODER_NAMES, ENCODER_CHANNELS, ENCODER_NAMES, type DecoderName, type EncoderName } from './config/names.js';
 import { SegtoolError } from './errors.js';
-import { native, type NamedNativeTensors, type NativeModel, type NativeModelInfo } from './native.js';
+import { native, type NamedNativeTensors, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';
 import { Tensor, type TensorData } from './tensor.js';
 import { expectBoolean, expectInteger, expectNumber, expectOneOf, expectString, invalid } from './validate.js';
 
@@ -39,16 +39,9 @@ export interface TrainStepOptions {
   deepSupScale?: number;
 }
 
-export interface TrainStepResult {
-  /** loss + deepSupScale x deep-supervision loss, before the update. */
-  loss: number;
-  /** Pixel accuracy of the main head on labeled pixels. */
-  accuracy: number;
-  lossMain: number;
-  lossDeepsup: number;
-  gradNormEncoder: number;
-  gradNormDecoder: number;
-}
+/** What one training step reports: the loss (main + deepSupScale x deep supervision) and pixel
+ * accuracy before the update, each head's loss, and the gradient norms of encoder and decoder. */
+export type TrainStepResult = NativeTrainStepResult;
 
 export interface LoadReport {
   missing: string[];

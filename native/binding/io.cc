@@ -33,6 +33,14 @@ Napi::Value named_tensors_to_js(Napi::Env env, io::NamedTensors& tensors) {
   return out;
 }
 
+// {tensors: [name, TensorHandle][], metadata: {...}}
+static Napi::Value loaded_file_to_js(Napi::Env env, LoadedFile& file) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("tensors", named_tensors_to_js(env, file.tensors));
+  out.Set("metadata", string_map_to_js(env, file.metadata));
+  return out;
+}
+
 io::NamedTensors named_tensors_from_js(Napi::Value value, const char* what) {
   Napi::Env env = value.Env();
   if (!value.IsArray()) throw_error(env, "ERR_INVALID_ARG", std::string("Expected an array of [name, Tensor] for ") + what);
@@ -71,12 +79,7 @@ Napi::Value read_safetensors(const Napi::CallbackInfo& info) {
         io::SafetensorsFile file = io::read_safetensors(path);
         return LoadedFile{std::move(file.tensors), std::move(file.metadata)};
       },
-      [](Napi::Env env, LoadedFile& file) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("tensors", named_tensors_to_js(env, file.tensors));
-        out.Set("metadata", string_map_to_js(env, file.metadata));
-        return out;
-      });
+      loaded_file_to_js);
 }
 
 // writeSafetensors(path, [name, TensorHandle][], metadata) -> Promise<void>
@@ -116,12 +119,7 @@ Napi::Value read_pth(const Napi::CallbackInfo& info) {
         out.metadata["statePath"] = where;
         return out;
       },
-      [](Napi::Env env, LoadedFile& file) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("tensors", named_tensors_to_js(env, file.tensors));
-        out.Set("metadata", string_map_to_js(env, file.metadata));
-        return out;
-      });
+      loaded_file_to_js);
 }
 
 // writePth(path, [name, TensorHandle][]) -> Promise<void>: torch.save(OrderedDict) format, atomic.
