@@ -2,6 +2,7 @@
 
 #include <caffe2/serialize/in_memory_adapter.h>
 #include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/versions.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -114,6 +115,9 @@ class ZipArchive {
       }
     if (eocd == std::string::npos)
       fail("truncated or corrupt zip archive (no end-of-central-directory record; file cut short?)");
+    if (le_at(data_ + eocd + 4, 2) != 0 || le_at(data_ + eocd + 6, 2) != 0 ||
+        le_at(data_ + eocd + 8, 2) != le_at(data_ + eocd + 10, 2))
+      fail("corrupt zip archive (multi-disk archives are not supported)");
     uint64_t count = le_at(data_ + eocd + 10, 2);
     uint64_t cd_size = le_at(data_ + eocd + 12, 4);
     uint64_t cd_offset = le_at(data_ + eocd + 16, 4);
@@ -134,6 +138,10 @@ class ZipArchive {
     for (uint64_t i = 0; i < count; ++i) {
       if (end - p < 46 || le_at(data_ + p, 4) != 0x02014b50) fail("corrupt zip archive (bad central directory entry)");
       ZipEntry e;
+      uint64_t flags = le_at(data_ + p + 8, 2);
+      if (flags & (0x01 | 0x20 | 0x40 | 0x2000)) fail("corrupt zip archive (encrypted or patched records are not supported)");
+      if (le_at(data_ + p + 34, 2) != 0) fail("corrupt zip archive (multi-disk archives are not supported)");
+      bool dos_folder = le_at(data_ + p + 38, 1) & 0x10;  // LibTorch's zip reader then reads no data
       e.method = static_cast<uint16_t>(le_at(data_ + p + 10, 2));
       e.crc = static_cast<uint32_t>(le_at(data_ + p + 16, 4));
       e.compressed_size = le_at(data_ + p + 20, 4);
@@ -142,6 +150,7 @@ class ZipArchive {
       uint64_t local = le_at(data_ + p + 42, 4);
       if (end - p - 46 < name_len + extra_len + comment_len) fail("corrupt zip archive (central directory entry overruns)");
       std::string name(reinterpret_cast<const char*>(data_ + p + 46), name_len);
+      if (dos_folder && (name.empty() || name.back() != '/')) fail("corrupt zip archive (record " + name + " marked as a folder)");
       // zip64 extra field: 64-bit values for the fields saturated above, in this order.
       const uint8_t* x = data_ + p + 46 + name_len;
       for (size_t q = 0; q + 4 <= extra_len;) {
@@ -169,8 +178,12 @@ class ZipArchive {
       if (data_offset > size_ || e.compressed_size > size_ - data_offset)
         fail("truncated zip archive (record " + name + " runs past the end of the file)");
       if (e.method == 0 && e.compressed_size != e.size) fail("corrupt zip archive (stored record " + name + " changes size)");
+      if (e.method != 0 && e.method != 8)
+        fail("record " + name + " uses zip compression method " + std::to_string(e.method) +
+             " (torch.save stores records uncompressed)");
       e.data_offset = data_offset;
-      if (entries_.emplace(name, e).second) names_.push_back(name);
+      if (!entries_.emplace(name, e).second) fail("corrupt zip archive (record " + name + " appears twice)");
+      names_.push_back(name);
     }
   }
 
@@ -184,8 +197,16 @@ class ZipArchive {
     if (e->method != 0) return;  // compressed itself: only LibTorch's reader can read it
     std::vector<uint8_t> scratch;
     const uint8_t* b = read(name, *e, scratch);
-    for (uint64_t i = 0; i < e->size; ++i)
-      if ((b[i] < '0' || b[i] > '9') && b[i] != '\n') fail("zip archive with a corrupt " + name + " record");
+    uint64_t version = 0;
+    bool digits = false;
+    for (uint64_t i = 0; i < e->size && b[i] != '\n'; ++i) {
+      if (b[i] < '0' || b[i] > '9' || version > 1000) fail("zip archive with a corrupt " + name + " record");
+      version = version * 10 + (b[i] - '0');
+      digits = true;
+    }
+    if (!digits || version < caffe2::serialize::kMinSupportedFileFormatVersion ||
+        version > caffe2::serialize::kMaxSupportedFileFormatVersion)
+      fail("unsupported checkpoint format version in " + name);
   }
 
   std::vector<uint8_t> inflate(const std::string& name, uint64_t expected) {
