@@ -5,6 +5,12 @@ import { SegtoolError } from '../errors.js';
 import { systemInfo } from '../system.js';
 import { runForward, type ForwardOptions } from './forward.js';
 import { convertWeights } from '../checkpoint.js';
+import { demoCommand } from './demo.js';
+import { downloadCommand } from './download.js';
+import { evalCommand } from './eval.js';
+import { modelsCommand } from './models.js';
+import { testCommand } from './test.js';
+import { trainCommand } from './train.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -78,6 +84,9 @@ export function buildProgram(): Command {
       for (const path of written) console.log(`wrote ${path}`);
     });
 
+  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), modelsCommand(), downloadCommand()]) {
+    program.addCommand(command);
+  }
   return program;
 }
 

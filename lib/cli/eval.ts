@@ -1,0 +1,79 @@
+/** `segtool eval --cfg FILE [KEY VALUE ...]`: the reference's eval.py. */
+import { Command } from 'commander';
+import { relative } from 'node:path';
+import { evaluate, type EvaluateResult } from '../eval/evaluate.js';
+import { resolveConfigInput } from '../train/common.js';
+import { abortOnInterrupt, DEFAULT_CONFIG, parseCount, withConfigOptions } from './common.js';
+import { formatDuration, ProgressBar } from './progress.js';
+
+interface EvalCommandOptions {
+  cfg?: string;
+  checkpoint?: string;
+  visualize?: boolean;
+  workers?: number;
+  threads?: number;
+  skipBad?: boolean;
+  allClasses?: boolean;
+}
+
+/** The reference's report: one line per class, then the summary. */
+export function printEvaluation(result: EvaluateResult, allClasses: boolean): void {
+  for (const c of result.classes) {
+    if (allClasses || c.union > 0) console.log(`class [${c.index}], IoU: ${c.iou.toFixed(4)}  ${c.name}`);
+  }
+  const absent = result.classes.filter((c) => c.union === 0).length;
+  if (!allClasses && absent > 0) console.log(`(${absent} classes neither in the ground truth nor predicted: IoU 0; --all-classes lists them)`);
+  console.log('[Eval Summary]:');
+  console.log(
+    `Mean IoU: ${result.meanIoU.toFixed(4)}, Accuracy: ${(result.pixelAccuracy * 100).toFixed(2)}%, ` +
+      `Inference Time: ${result.timePerImage.toFixed(4)}s`,
+  );
+  console.log(
+    `Score (mean of accuracy and mIoU): ${result.score.toFixed(4)}; mean IoU over the ${result.presentClasses} classes in the ground truth: ${result.meanIoUPresent.toFixed(4)}`,
+  );
+  if (result.metricsFile) console.log(`Metrics: ${relative('.', result.metricsFile)}`);
+  if (result.resultDir) console.log(`Panels (image | ground truth | prediction): ${relative('.', result.resultDir)}/`);
+}
+
+export function evalCommand(): Command {
+  return withConfigOptions(
+    new Command('eval')
+      .description('evaluate on DATASET.list_val at every DATASET.imgSizes scale: pixel accuracy, per-class IoU, mIoU')
+      .option('--checkpoint <weights>', 'weights: a suffix in DIR (epoch_20.pth), a file, or a folder (default VAL.checkpoint)')
+      .option('--visualize', 'write DIR/result/<name>.png = image | ground truth | prediction')
+      .option('--workers <n>', 'data loading threads (default 2)', parseCount('--workers'))
+      .option('--skip-bad', 'leave out unreadable samples and list them')
+      .option('--all-classes', 'print the IoU of every class, absent ones too'),
+  ).action(async (overrides: string[], options: EvalCommandOptions) => {
+    const cfg = await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, overrides);
+    const bar = new ProgressBar();
+    const interrupt = abortOnInterrupt('evaluation');
+    const started = performance.now();
+    try {
+      const result = await evaluate(cfg, {
+        ...(options.checkpoint !== undefined ? { checkpoint: options.checkpoint } : {}),
+        ...(options.visualize ? { visualize: true } : {}),
+        ...(options.workers !== undefined ? { workers: options.workers } : {}),
+        ...(options.threads !== undefined ? { threads: options.threads } : {}),
+        ...(options.skipBad ? { onBadSample: 'skip' as const } : {}),
+        signal: interrupt.signal,
+        onEvent: (event) => {
+          if (event.type === 'start') bar.log(`Evaluating ${event.images} images with ${event.weights.map((w) => relative('.', w)).join(' + ')}`);
+          else if (event.type === 'image') {
+            const elapsed = (performance.now() - started) / 1000;
+            bar.update(event.done / event.total, 'Eval', `${event.done}/${event.total} ETA ${formatDuration((elapsed / event.done) * (event.total - event.done))}`);
+          } else {
+            bar.clear();
+            process.stderr.write(`warning: ${event.message}\n`);
+          }
+        },
+      });
+      bar.done();
+      for (const bad of result.badSamples) process.stderr.write(`skipped ${bad.image}: ${bad.message}\n`);
+      printEvaluation(result, options.allClasses ?? false);
+    } finally {
+      bar.done();
+      interrupt.dispose();
+    }
+  });
+}

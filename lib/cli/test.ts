@@ -1,0 +1,125 @@
+/**
+ * `segtool test --imgs PATH ... [KEY VALUE ...]`: the reference's test.py for files and folders
+ * (searched recursively, every image type). Per image, under TEST.result (or --result):
+ * NAME.png = image | prediction, NAME_label.png = class index + 1 (ADE20K annotation values),
+ * with --confidence NAME_confidence.png (probability of the chosen class x 255) and with
+ * --probabilities NAME_prob.safetensors (float32 [numClass, H, W]).
+ */
+import { Command } from 'commander';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, extname, join, relative, resolve } from 'node:path';
+import { SegtoolError } from '../errors.js';
+import { encodePng } from '../eval/png.js';
+import { encodeLabelPng, visualizationPanel } from '../eval/visualize.js';
+import { saveSafetensors } from '../io/safetensors.js';
+import { findImages, loadModel, segmentFiles, segmentOptionsFromConfig, type SegmentResult } from '../segment.js';
+import { setNumThreads, Tensor } from '../tensor.js';
+import { resolveConfigInput } from '../train/common.js';
+import { DEFAULT_CONFIG, parseCount, splitTrailingOverrides, withConfigOptions } from './common.js';
+import { ProgressBar } from './progress.js';
+
+interface TestCommandOptions {
+  imgs?: string[];
+  cfg?: string;
+  checkpoint?: string;
+  result?: string;
+  probabilities?: boolean;
+  confidence?: boolean;
+  workers?: number;
+  threads?: number;
+  skipBad?: boolean;
+}
+
+export interface WrittenFiles {
+  panel: string;
+  label: string;
+  confidence?: string;
+  probabilities?: string;
+}
+
+/** Writes what `segtool test` writes for one result; `stem` is the output path without extension. */
+export async function writeTestOutputs(result: SegmentResult, stem: string, options: { confidence?: boolean; probabilities?: boolean }): Promise<WrittenFiles> {
+  await mkdir(dirname(stem), { recursive: true });
+  const { width, height } = result;
+  const panel = visualizationPanel({ image: { data: result.image.data, width, height, channels: 3 }, pred: result.labels });
+  const files: WrittenFiles = { panel: `${stem}.png`, label: `${stem}_label.png` };
+  await writeFile(files.panel, await encodePng(panel.data, panel.width, panel.height));
+  await writeFile(files.label, await encodeLabelPng(result.labels, width, height));
+  if (options.confidence) {
+    const gray = new Uint8Array(width * height);
+    for (let i = 0; i < gray.length; i++) gray[i] = Math.round(result.confidence[i]! * 255);
+    files.confidence = `${stem}_confidence.png`;
+    await writeFile(files.confidence, await encodePng(gray, width, height, { channels: 1 }));
+  }
+  if (options.probabilities) {
+    const tensor = Tensor.from(result.probabilities!, [result.numClass, height, width]);
+    try {
+      files.probabilities = `${stem}_prob.safetensors`;
+      await saveSafetensors(files.probabilities, { probabilities: tensor }, { layout: 'numClass,height,width', source: result.path ?? '' });
+    } finally {
+      tensor.dispose();
+    }
+  }
+  return files;
+}
+
+export function testCommand(): Command {
+  return withConfigOptions(
+    new Command('test')
+      .description('segment images (files or folders, searched recursively) and write panels, label maps and optional probability maps')
+      .option('--imgs <paths...>', 'image files or folders')
+      .option('--checkpoint <weights>', 'weights: a suffix in DIR (epoch_20.pth), a file, or a folder (default TEST.checkpoint)')
+      .option('--result <dir>', 'output folder (default TEST.result)')
+      .option('--confidence', 'also write NAME_confidence.png (probability of the predicted class)')
+      .option('--probabilities', 'also write NAME_prob.safetensors with every class probability (float32, large)')
+      .option('--workers <n>', 'decoding threads (default 1)', parseCount('--workers'))
+      .option('--skip-bad', 'skip images that cannot be decoded instead of stopping'),
+  ).action(async (trailing: string[], options: TestCommandOptions) => {
+    const split = splitTrailingOverrides(options.imgs ?? []);
+    if (split.values.length === 0) {
+      throw new SegtoolError('ERR_INVALID_ARG', 'Expected --imgs with at least one image file or folder');
+    }
+    const cfg = await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, [...split.overrides, ...trailing]);
+    const images = await findImages(split.values);
+    const outDir = resolve(options.result ?? cfg.TEST.result);
+    const stemOf = (name: string): string => join(outDir, name.slice(0, name.length - extname(name).length));
+    const clash = images.find((img) => resolve(`${stemOf(img.name)}.png`) === img.path);
+    if (clash) {
+      throw new SegtoolError('ERR_INVALID_ARG', `Writing results into ${outDir} would overwrite the input ${clash.path}; choose another folder with --result`);
+    }
+    if (options.threads !== undefined) setNumThreads(options.threads);
+    const model = await loadModel(cfg, options.checkpoint !== undefined ? { checkpoint: options.checkpoint } : {});
+    const bar = new ProgressBar();
+    const nameOf = new Map(images.map((img) => [img.path, img.name]));
+    let done = 0;
+    let skipped = 0;
+    try {
+      for await (const result of segmentFiles(
+        model,
+        images.map((i) => i.path),
+        {
+          ...segmentOptionsFromConfig(cfg),
+          probabilities: options.probabilities ?? false,
+          workers: options.workers ?? 1,
+          onBadSample: options.skipBad ? 'skip' : 'error',
+          onSkipped: (bad) => {
+            skipped++;
+            bar.clear();
+            process.stderr.write(`skipped ${bad.image}: ${bad.message}\n`);
+          },
+        },
+      )) {
+        const name = nameOf.get(result.path!)!;
+        const files = await writeTestOutputs(result, stemOf(name), options);
+        done++;
+        bar.log(`Predictions in [${result.path}] (${result.seconds.toFixed(2)} s) -> ${relative('.', files.panel)}`);
+        for (const c of result.classes) bar.log(`  ${c.name}: ${(c.ratio * 100).toFixed(2)}%`);
+        bar.update((done + skipped) / images.length, 'Test', `${done + skipped}/${images.length}`, true);
+      }
+    } finally {
+      bar.done();
+      model.dispose();
+    }
+    console.log(`Segmented ${done} image(s)${skipped ? `, skipped ${skipped}` : ''}; results in ${relative('.', outDir) || '.'}`);
+  });
+}

@@ -1,0 +1,106 @@
+/** `segtool train --cfg FILE [KEY VALUE ...]`: the reference's train.py, resumable. */
+import { Command } from 'commander';
+import { relative } from 'node:path';
+import { loadTrainingCheckpoint } from '../checkpoint.js';
+import { applyOverrides, validateConfig, type SegtoolConfig } from '../config/index.js';
+import { disposeAll } from '../io/safetensors.js';
+import { resolveConfigInput } from '../train/common.js';
+import { train, type TrainEvent } from '../train/train.js';
+import { abortOnInterrupt, DEFAULT_CONFIG, parseCount, withConfigOptions } from './common.js';
+import { formatDuration, ProgressBar } from './progress.js';
+
+interface TrainCommandOptions {
+  cfg?: string;
+  resume?: string | boolean;
+  workers?: number;
+  threads?: number;
+  skipBad?: boolean;
+  skipMismatchedHead?: boolean;
+}
+
+/** The config a resumed run continues with when no --cfg is given: the checkpoint's own. */
+async function configOfCheckpoint(path: string, overrides: string[]): Promise<SegtoolConfig> {
+  const saved = await loadTrainingCheckpoint(path);
+  disposeAll(saved.weights);
+  disposeAll(saved.momentum);
+  saved.torchRng?.dispose();
+  return applyOverrides(validateConfig(saved.config, `${path} (its config)`), overrides);
+}
+
+/** Prints a run's events: log lines and checkpoints as lines, iterations as a bar on a terminal. */
+export function trainReporter(bar: ProgressBar): (event: TrainEvent) => void {
+  let numEpoch = 0;
+  return (event) => {
+    switch (event.type) {
+      case 'start':
+        numEpoch = event.numEpoch;
+        bar.log(
+          event.firstEpoch > event.numEpoch
+            ? `Nothing to train in ${event.dir}`
+            : `Training epochs ${event.firstEpoch}..${event.numEpoch} x ${event.epochIters} iterations on ${event.samples} images` +
+                (event.resumedFrom ? `, resumed from ${relative('.', event.resumedFrom)}` : '') +
+                `; checkpoints in ${relative('.', event.dir) || '.'}`,
+        );
+        break;
+      case 'iteration': {
+        const left = (event.maxIterations - event.globalIteration - 1) * event.time;
+        bar.update(
+          (event.iteration + 1) / event.epochIters,
+          `Epoch ${event.epoch}/${numEpoch}`,
+          `loss ${event.averageLoss.toFixed(3)} acc ${event.averageAccuracy.toFixed(1)}% ${event.time.toFixed(2)} s/it ETA ${formatDuration(left)}`,
+        );
+        break;
+      }
+      case 'log':
+        bar.log(event.line);
+        break;
+      case 'epoch':
+        bar.log(`Epoch ${event.epoch} done in ${formatDuration(event.seconds)}: loss ${event.averageLoss.toFixed(4)}, accuracy ${event.averageAccuracy.toFixed(2)}%`);
+        break;
+      case 'checkpoint':
+        bar.log(`Saved ${event.files.map((f) => relative('.', f)).join(', ')}`);
+        break;
+      case 'warning':
+        bar.clear();
+        process.stderr.write(`warning: ${event.message}\n`);
+        break;
+    }
+  };
+}
+
+export function trainCommand(): Command {
+  return withConfigOptions(
+    new Command('train')
+      .description('train a model as the config says (the reference\'s train.py), with per-epoch checkpoints')
+      .option('--resume [checkpoint]', 'continue from a training checkpoint (default: the latest in DIR)')
+      .option('--workers <n>', 'data loading threads (default TRAIN.workers)', parseCount('--workers'))
+      .option('--skip-bad', 'leave out unreadable samples and list them at the end')
+      .option('--skip-mismatched-head', 'fine-tuning: MODEL.weights_* tensors of another shape (a head for another class count) are left out'),
+  ).action(async (overrides: string[], options: TrainCommandOptions) => {
+    const cfg =
+      typeof options.resume === 'string' && options.cfg === undefined
+        ? await configOfCheckpoint(options.resume, overrides)
+        : await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, overrides);
+    const bar = new ProgressBar();
+    const interrupt = abortOnInterrupt('training after this iteration');
+    try {
+      const result = await train(cfg, {
+        ...(options.resume !== undefined ? { resume: options.resume } : {}),
+        ...(options.workers !== undefined ? { workers: options.workers } : {}),
+        ...(options.threads !== undefined ? { threads: options.threads } : {}),
+        ...(options.skipBad ? { onBadSample: 'skip' as const } : {}),
+        ...(options.skipMismatchedHead ? { skipMismatchedHead: true } : {}),
+        onEvent: trainReporter(bar),
+        signal: interrupt.signal,
+      });
+      bar.done();
+      for (const bad of result.badSamples) process.stderr.write(`skipped ${bad.image}: ${bad.message}\n`);
+      if (result.weights) {
+        console.log(`Done in ${formatDuration(result.seconds)}. Evaluate: segtool eval --cfg ${relative('.', `${result.dir}/config.yaml`)} VAL.checkpoint epoch_${result.epoch}.pth`);
+      }
+    } finally {
+      bar.done();
+      interrupt.dispose();
+    }
+  });
+}

@@ -1,0 +1,223 @@
+/**
+ * `evaluate(config, options)`: the reference's eval.py — every validation image at all
+ * DATASET.imgSizes scales, probabilities averaged at the original size, dataset pixel accuracy,
+ * per-class IoU, mIoU (plain mean over all classes), the benchmark score and the inference time
+ * per image — plus a metrics JSON file in DIR and, with `visualize`, DIR/result/<name>.png
+ * panels (image | ground truth | prediction).
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { basename, extname, join, resolve } from 'node:path';
+import type { ConfigOverrides, SegtoolConfig } from '../config/index.js';
+import { createEvalLoader, type BadSample, type EvalLoader, type SampleRecord } from '../data/index.js';
+import { SegtoolError } from '../errors.js';
+import { SegmentationModel } from '../model.js';
+import { setNumThreads } from '../tensor.js';
+import { readSampleList, resolveConfigInput, writeJsonAtomic, type ConfigInput } from '../train/common.js';
+import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
+import { argmaxClasses, predictMultiScale } from './inference.js';
+import { MetricsAccumulator } from './metrics.js';
+import { ADE20K_CLASS_NAMES } from './palette.js';
+import { encodePng } from './png.js';
+import { visualizationPanel } from './visualize.js';
+import { createModelWithWeights, resolveWeightFiles } from './weights.js';
+
+export interface EvaluateOptions {
+  overrides?: ConfigOverrides;
+  /**
+   * Weights: VAL.checkpoint by default ("epoch_20.pth" = DIR/encoder_epoch_20.pth and
+   * DIR/decoder_epoch_20.pth); or a weights file or folder (its latest encoder_/decoder_ pair).
+   */
+  checkpoint?: string;
+  /** Evaluate this model as it is instead of loading weights (it is not disposed). */
+  model?: SegmentationModel;
+  /** Samples instead of DATASET.list_val. */
+  records?: readonly SampleRecord[];
+  /** Write DIR/result/<name>.png panels (default VAL.visualize). */
+  visualize?: boolean;
+  /** Folder for the panels; default DIR/result. */
+  resultDir?: string;
+  /** Where the metrics JSON goes; default DIR/metrics_<weights>.json (metrics.json for `model`); false = none. */
+  metricsFile?: string | false;
+  /** Data worker threads; default min(TRAIN.workers, 2). */
+  workers?: number;
+  threads?: number;
+  onBadSample?: 'error' | 'skip';
+  onEvent?: (event: EvaluateEvent) => void;
+  signal?: AbortSignal;
+}
+
+export type EvaluateEvent =
+  | { type: 'start'; images: number; weights: string[] }
+  | { type: 'image'; done: number; total: number; path: string; accuracy: number; seconds: number }
+  | { type: 'warning'; message: string };
+
+export interface ClassResult {
+  index: number;
+  name: string;
+  iou: number;
+  intersection: number;
+  union: number;
+  /** Ground-truth pixels of this class. */
+  labeledPixels: number;
+}
+
+export interface EvaluateResult {
+  images: number;
+  /** The reference's dataset pixel accuracy, 0..1. */
+  pixelAccuracy: number;
+  /** Plain mean of the per-class IoU over all DATASET.num_class classes (the reference's mIoU). */
+  meanIoU: number;
+  /** (pixelAccuracy + meanIoU) / 2, the ADE20K benchmark score. */
+  score: number;
+  /** Mean IoU over the classes that occur in the ground truth (meaningful when few of them do). */
+  meanIoUPresent: number;
+  presentClasses: number;
+  classes: ClassResult[];
+  /** Average inference seconds per image (all scales, averaging and argmax; loading excluded). */
+  timePerImage: number;
+  imgSizes: number[];
+  weights: string[];
+  metricsFile?: string;
+  resultDir?: string;
+  badSamples: BadSample[];
+}
+
+function checkOptions(options: EvaluateOptions): void {
+  expectObject('options', options, true);
+  if (options.checkpoint !== undefined) expectString('options.checkpoint', options.checkpoint);
+  if (options.model !== undefined && !(options.model instanceof SegmentationModel)) {
+    throw invalid('options.model', 'a SegmentationModel', options.model);
+  }
+  if (options.visualize !== undefined) expectBoolean('options.visualize', options.visualize);
+  if (options.resultDir !== undefined) expectString('options.resultDir', options.resultDir);
+  if (options.metricsFile !== undefined && options.metricsFile !== false) expectString('options.metricsFile', options.metricsFile);
+  if (options.workers !== undefined) expectInteger('options.workers', options.workers, 0, 64);
+  if (options.threads !== undefined) expectInteger('options.threads', options.threads, 1, 1024);
+  if (options.onBadSample !== undefined) expectOneOf('options.onBadSample', options.onBadSample, ['error', 'skip'] as const);
+  if (options.onEvent !== undefined && typeof options.onEvent !== 'function') throw invalid('options.onEvent', 'a function', options.onEvent);
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', options.signal);
+}
+
+/** DIR/encoder_epoch_20.pth -> "metrics_epoch_20.json"; other weights -> their stem; a live model -> "metrics.json". */
+function metricsName(weights: readonly string[]): string {
+  if (weights.length === 0) return 'metrics.json';
+  const source = basename(weights[0]!);
+  return `metrics_${source.slice(0, source.length - extname(source).length).replace(/^(encoder|decoder)_/, '')}.json`;
+}
+
+/** Evaluates a model on the validation list; see EvaluateOptions. */
+export async function evaluate(config: ConfigInput, options: EvaluateOptions = {}): Promise<EvaluateResult> {
+  checkOptions(options);
+  const cfg = await resolveConfigInput(config, options.overrides);
+  const emit = (event: EvaluateEvent): void => options.onEvent?.(event);
+  if (options.threads !== undefined) setNumThreads(options.threads);
+  const checkpoint = options.checkpoint ?? cfg.VAL.checkpoint;
+  const weights = options.model ? [] : resolveWeightFiles(cfg, checkpoint, options.checkpoint ? 'checkpoint' : 'VAL.checkpoint');
+  const records = options.records ? [...options.records] : await readSampleList(cfg, 'val');
+  const visualize = options.visualize ?? cfg.VAL.visualize;
+  const resultDir = resolve(options.resultDir ?? join(cfg.DIR, 'result'));
+
+  const model = options.model ?? (await createModelWithWeights(cfg, weights));
+  const wasTraining = options.model?.info.training ?? false;
+  model.eval();
+  let loader: EvalLoader | undefined;
+  try {
+    loader = await createEvalLoader({
+      records,
+      imgSizes: cfg.DATASET.imgSizes,
+      imgMaxSize: cfg.DATASET.imgMaxSize,
+      paddingConstant: cfg.DATASET.padding_constant,
+      numClass: cfg.DATASET.num_class,
+      normalize: cfg.DATASET.normalization,
+      labels: true,
+      keepOriginal: visualize,
+      workers: options.workers ?? Math.min(cfg.TRAIN.workers, 2),
+      onBadSample: options.onBadSample ?? 'error',
+    });
+    if (visualize) await mkdir(resultDir, { recursive: true });
+    emit({ type: 'start', images: records.length, weights });
+    const numClass = cfg.DATASET.num_class;
+    const metrics = new MetricsAccumulator(numClass);
+    const labeledPixels = new Float64Array(numClass);
+    let inferenceSeconds = 0;
+    let done = 0;
+    for await (const sample of loader) {
+      if (options.signal?.aborted) throw new SegtoolError('ERR_ABORTED', `Evaluation stopped after ${done} of ${records.length} images`);
+      const tic = performance.now();
+      const output = await predictMultiScale(model, sample.images, sample.height, sample.width);
+      const { labels: pred } = argmaxClasses(output.probabilities, output.numClass);
+      const seconds = (performance.now() - tic) / 1000;
+      inferenceSeconds += seconds;
+      const label = sample.label!.data;
+      const image = metrics.add(pred, label);
+      for (let i = 0; i < label.length; i++) {
+        const c = label[i]!;
+        if (c >= 0 && c < numClass) labeledPixels[c]! += 1;
+      }
+      if (visualize) {
+        const panel = visualizationPanel({
+          image: { data: sample.original!.data, width: sample.width, height: sample.height, channels: 3 },
+          label,
+          pred,
+        });
+        const name = basename(sample.path, extname(sample.path));
+        await writeFile(join(resultDir, `${name}.png`), await encodePng(panel.data, panel.width, panel.height));
+      }
+      done++;
+      emit({ type: 'image', done, total: records.length, path: sample.path, accuracy: image.accuracy, seconds });
+    }
+    if (done === 0) throw new SegtoolError('ERR_BAD_FILE', 'No validation image could be evaluated (every sample was bad)');
+
+    const summary = metrics.summary();
+    const classes: ClassResult[] = Array.from(summary.iou, (iou, index) => ({
+      index,
+      name: numClass === ADE20K_CLASS_NAMES.length ? ADE20K_CLASS_NAMES[index]! : `class ${index}`,
+      iou,
+      intersection: metrics.intersection[index]!,
+      union: metrics.union[index]!,
+      labeledPixels: labeledPixels[index]!,
+    }));
+    const present = classes.filter((c) => c.labeledPixels > 0);
+    const result: EvaluateResult = {
+      images: summary.images,
+      pixelAccuracy: summary.pixelAccuracy,
+      meanIoU: summary.meanIoU,
+      score: summary.score,
+      meanIoUPresent: present.length === 0 ? 0 : present.reduce((s, c) => s + c.iou, 0) / present.length,
+      presentClasses: present.length,
+      classes,
+      timePerImage: inferenceSeconds / done,
+      imgSizes: [...cfg.DATASET.imgSizes],
+      weights,
+      badSamples: [...loader.badSamples],
+    };
+    if (visualize) result.resultDir = resultDir;
+    if (result.badSamples.length > 0) emit({ type: 'warning', message: `${result.badSamples.length} bad sample(s) were skipped` });
+    if (options.metricsFile !== false) {
+      const file = resolve(options.metricsFile ?? join(cfg.DIR, metricsName(weights)));
+      result.metricsFile = file;
+      await writeJsonAtomic(file, metricsJson(cfg, result));
+    }
+    return result;
+  } finally {
+    await loader?.close();
+    if (!options.model) model.dispose();
+    else if (wasTraining) model.train();
+  }
+}
+
+function metricsJson(cfg: SegtoolConfig, result: EvaluateResult): unknown {
+  return {
+    model: { encoder: cfg.MODEL.arch_encoder, decoder: cfg.MODEL.arch_decoder, weights: result.weights },
+    dataset: { list: cfg.DATASET.list_val, images: result.images, numClass: cfg.DATASET.num_class, imgSizes: result.imgSizes },
+    pixelAccuracy: result.pixelAccuracy,
+    meanIoU: result.meanIoU,
+    score: result.score,
+    meanIoUPresent: result.meanIoUPresent,
+    presentClasses: result.presentClasses,
+    timePerImage: result.timePerImage,
+    classes: result.classes,
+    badSamples: result.badSamples,
+    date: new Date().toISOString(),
+  };
+}

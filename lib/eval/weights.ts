@@ -1,0 +1,74 @@
+/**
+ * The model a config describes, with the weights evaluation or testing should use: the
+ * reference's DIR/encoder_<checkpoint> + DIR/decoder_<checkpoint> (VAL.checkpoint /
+ * TEST.checkpoint), or any weights file a user names.
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadWeights } from '../checkpoint.js';
+import type { SegtoolConfig } from '../config/index.js';
+import { SegtoolError } from '../errors.js';
+import { SegmentationModel } from '../model.js';
+
+/**
+ * Weight files for `checkpoint`: an existing file (a segtool training checkpoint, a combined
+ * .safetensors, an encoder or decoder .pth), a folder holding encoder_/decoder_ files, or a
+ * suffix such as "epoch_20.pth" looked up in DIR as the reference did. 'none' = no weights.
+ */
+export function resolveWeightFiles(cfg: SegtoolConfig, checkpoint: string, key = 'VAL.checkpoint'): string[] {
+  if (checkpoint === 'none') return [];
+  if (existsSync(checkpoint) && statSync(checkpoint).isFile()) return [checkpoint];
+  const [dir, suffix] =
+    existsSync(checkpoint) && statSync(checkpoint).isDirectory() ? [checkpoint, latestSuffix(checkpoint)] : [cfg.DIR, checkpoint];
+  const files = [join(dir, `encoder_${suffix}`), join(dir, `decoder_${suffix}`)];
+  const missing = files.filter((f) => !existsSync(f));
+  if (missing.length > 0) {
+    const available = weightSuffixes(dir);
+    throw new SegtoolError(
+      'ERR_NOT_FOUND',
+      `${key} ${checkpoint}: ${missing.join(' and ')} not found` +
+        (available.length > 0 ? ` (${dir} has ${available.join(', ')})` : ` (train first, or set ${key} to a weights file)`),
+    );
+  }
+  return files;
+}
+
+/** Suffixes ("epoch_N.pth") for which `dir` has both an encoder and a decoder file. */
+function weightSuffixes(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const suffixes = names.filter((n) => n.startsWith('encoder_')).map((n) => n.slice('encoder_'.length));
+  return suffixes.filter((s) => names.includes(`decoder_${s}`)).sort((a, b) => epochOf(a) - epochOf(b) || a.localeCompare(b));
+}
+
+function epochOf(suffix: string): number {
+  const match = /epoch_(\d+)/.exec(suffix);
+  return match ? Number(match[1]) : -1;
+}
+
+function latestSuffix(dir: string): string {
+  const suffixes = weightSuffixes(dir);
+  if (suffixes.length === 0) throw new SegtoolError('ERR_NOT_FOUND', `${dir} holds no encoder_*/decoder_* weight files`);
+  return suffixes[suffixes.length - 1]!;
+}
+
+/** Builds the config's model (eval mode) and loads `files` into it. */
+export async function createModelWithWeights(cfg: SegtoolConfig, files: readonly string[]): Promise<SegmentationModel> {
+  const model = await SegmentationModel.create({
+    encoder: cfg.MODEL.arch_encoder,
+    decoder: cfg.MODEL.arch_decoder,
+    fcDim: cfg.MODEL.fc_dim,
+    numClass: cfg.DATASET.num_class,
+  });
+  try {
+    if (files.length > 0) await loadWeights(model, files.length === 1 ? files[0]! : [...files]);
+    return model.eval();
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+}

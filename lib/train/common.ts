@@ -1,0 +1,74 @@
+/**
+ * What training, evaluation, testing and the demo share: the config a caller hands in, the
+ * sample lists it names, and files written besides checkpoints (history.json, metrics JSON).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { applyOverrides, loadConfig, validateConfig, type ConfigOverrides, type SegtoolConfig } from '../config/index.js';
+import { listFolder, readOdgt, type SampleRecord } from '../data/index.js';
+import { SegtoolError } from '../errors.js';
+
+/**
+ * Writes `data` to `path` through a temporary file in the same folder (fsync, then rename), so
+ * an interrupted write leaves the previous file intact.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const temporary = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    const handle = await open(temporary, 'w');
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, path);
+  } catch (error) {
+    await rm(temporary, { force: true });
+    throw error;
+  }
+}
+
+export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  return writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The samples of DATASET.list_train or DATASET.list_val: an .odgt file (paths relative to
+ * DATASET.root_dataset, as the reference) or a folder with images/ and annotations/.
+ */
+export async function readSampleList(cfg: SegtoolConfig, which: 'train' | 'val'): Promise<SampleRecord[]> {
+  const key = which === 'train' ? 'DATASET.list_train' : 'DATASET.list_val';
+  const list = which === 'train' ? cfg.DATASET.list_train : cfg.DATASET.list_val;
+  try {
+    if (await isDirectory(list)) return await listFolder(list, { readSizes: which === 'train' });
+    return await readOdgt(list, { root: cfg.DATASET.root_dataset });
+  } catch (error) {
+    if (error instanceof SegtoolError && error.code === 'ERR_NOT_FOUND' && !(await isDirectory(dirname(list)))) {
+      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${list} not found (its folder ${dirname(list)} does not exist either)`, { cause: error });
+    }
+    if (error instanceof SegtoolError && error.code === 'ERR_NOT_FOUND') {
+      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+}
+
+/** A config object, or a YAML path / bundled config name; `overrides` (KEY VALUE) go on top. */
+export type ConfigInput = SegtoolConfig | string;
+
+export async function resolveConfigInput(config: ConfigInput, overrides?: ConfigOverrides): Promise<SegtoolConfig> {
+  if (typeof config === 'string') return loadConfig(config, overrides);
+  const valid = validateConfig(config);
+  return overrides === undefined ? valid : applyOverrides(valid, overrides);
+}
