@@ -19,7 +19,7 @@ export interface ModelOptions {
   fcDim?: number;
   /** Output classes (150 for ADE20K). */
   numClass?: number;
-  /** BatchNorm running-statistics momentum: 0.001 as the reference; ~0.1 suits short runs. */
+  /** BatchNorm running-statistics momentum: by default 0.001 (HRNet's encoder 0.1) as the reference; ~0.1 suits short runs. */
   bnMomentum?: number;
   bnEps?: number;
   /** Dropout2d probability of the PPM heads during training (the reference's 0.1). */
@@ -123,7 +123,7 @@ export class SegmentationModel {
       decoder,
       fcDim,
       numClass: options.numClass === undefined ? 150 : expectInteger('numClass', options.numClass, 1, 65535),
-      bnMomentum: options.bnMomentum === undefined ? 0.001 : expectNumber('bnMomentum', options.bnMomentum, 0, 1),
+      ...(options.bnMomentum === undefined ? {} : { bnMomentum: expectNumber('bnMomentum', options.bnMomentum, 0, 1) }),
       bnEps: options.bnEps === undefined ? 1e-5 : expectNumber('bnEps', options.bnEps, Number.MIN_VALUE, 1),
       dropout: options.dropout === undefined ? 0.1 : expectNumber('dropout', options.dropout, 0, 1),
       init: options.init === undefined ? 'reference' : expectOneOf('init', options.init, ['reference', 'procedural'] as const),

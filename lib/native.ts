@@ -84,10 +84,67 @@ export interface NativeModelOptions {
   decoder: string;
   fcDim: number;
   numClass: number;
-  bnMomentum: number;
+  /** When absent: 0.001, and HRNet's encoder 0.1, as the reference. */
+  bnMomentum?: number;
   bnEps: number;
   dropout: number;
   init: 'reference' | 'procedural';
+}
+
+/** The options createCommunicator receives, validated by lib/dist. */
+export interface NativeCommunicatorOptions {
+  rank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  timeoutMs: number;
+  backend: 'gloo' | 'nccl';
+  bucketBytes?: number;
+}
+
+/**
+ * A native dist::Communicator (c10d). Every rank must issue the same calls in the same order;
+ * lib/dist/communicator.ts queues them. Failures of the job reject with ERR_DISTRIBUTED.
+ */
+export interface NativeCommunicator {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly backend: string;
+  readonly inFlight: number;
+  readonly destroyed: boolean;
+  /** Sums every tensor over all ranks, in place (bucketed: one collective per ~25 MB). */
+  allReduce(tensors: NativeTensor[]): Promise<void>;
+  /** Rank `root`'s values copied in place to every rank (bucketed like allReduce). */
+  broadcast(tensors: NativeTensor[], root: number): Promise<void>;
+  /** Every rank's value stacked: [worldSize, ...value.shape]. */
+  allGather(value: NativeTensor): Promise<NativeTensor>;
+  barrier(): Promise<void>;
+  /** A last barrier, then closes the group; ERR_BUSY while calls run. */
+  destroy(): Promise<void>;
+}
+
+/** Training-mode BatchNorm forward plus the backward of sum(output * gradOutput). */
+export interface NativeBatchNormArgs {
+  input: NativeTensor;
+  gradOutput: NativeTensor;
+  weight?: NativeTensor;
+  bias?: NativeTensor;
+  /** Updated in place, as the buffers below. */
+  runningMean?: NativeTensor;
+  runningVar?: NativeTensor;
+  momentum: number;
+  eps: number;
+  mode?: 'exact' | 'reference';
+  tmpRunningMean?: NativeTensor;
+  tmpRunningVar?: NativeTensor;
+  runningIter?: NativeTensor;
+}
+
+export interface NativeBatchNormResult {
+  output: NativeTensor;
+  gradInput: NativeTensor;
+  gradWeight?: NativeTensor;
+  gradBias?: NativeTensor;
 }
 
 export interface NativeAddon {
@@ -110,6 +167,15 @@ export interface NativeAddon {
   getRngState(): NativeTensor;
   setRngState(state: NativeTensor): void;
   architectures(): { encoders: string[]; decoders: string[]; defaultFcDim: Record<string, number> };
+  CommunicatorHandle: abstract new (...args: never[]) => NativeCommunicator;
+  /** Joins the job (rendezvous through rank 0's TCPStore); settles once every rank joined. */
+  createCommunicator(options: NativeCommunicatorOptions): Promise<NativeCommunicator>;
+  /** The process-group backends this build has. */
+  distBackends(): Array<'gloo' | 'nccl'>;
+  /** ops::sync_batch_norm (null = this process alone); a collective when a communicator is given. */
+  syncBatchNorm(communicator: NativeCommunicator | null, args: NativeBatchNormArgs): Promise<NativeBatchNormResult>;
+  /** The same through at::batch_norm: the ground truth for tests. */
+  atenBatchNorm(args: NativeBatchNormArgs): Promise<NativeBatchNormResult>;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');

@@ -196,7 +196,11 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     Napi::Object o = info[0].As<Napi::Object>();
     if (o.Get("training").IsBoolean()) m.set_training(o.Get("training").As<Napi::Boolean>());
     if (o.Get("fixBn").IsBoolean()) m.set_fix_bn(o.Get("fixBn").As<Napi::Boolean>());
-    if (o.Get("bnMomentum").IsNumber()) m.set_bn_momentum(o.Get("bnMomentum").As<Napi::Number>().DoubleValue());
+    if (o.Get("bnMomentum").IsNumber()) {
+      double momentum = o.Get("bnMomentum").As<Napi::Number>().DoubleValue();
+      m.set_bn_momentum(momentum);  // an explicit momentum applies to HRNet's encoder too
+      m.set_hrnet_bn_momentum(momentum);
+    }
     if (o.Get("dropout").IsNumber()) m.set_dropout(o.Get("dropout").As<Napi::Number>().DoubleValue());
     return env.Undefined();
   }
@@ -292,7 +296,10 @@ Napi::Value create_model(const Napi::CallbackInfo& info) {
   options.decoder = o.Get("decoder").ToString().Utf8Value();
   options.fc_dim = static_cast<int64_t>(number_or(o, "fcDim", 0));
   options.num_class = static_cast<int64_t>(number_or(o, "numClass", 150));
-  options.bn_momentum = number_or(o, "bnMomentum", options.bn_momentum);
+  if (o.Get("bnMomentum").IsNumber()) {
+    // Given explicitly, it applies everywhere; by default HRNet's encoder keeps its own 0.1.
+    options.bn_momentum = options.hrnet_bn_momentum = o.Get("bnMomentum").As<Napi::Number>().DoubleValue();
+  }
   options.bn_eps = number_or(o, "bnEps", options.bn_eps);
   options.dropout = number_or(o, "dropout", options.dropout);
   bool procedural = o.Get("init").IsString() && o.Get("init").As<Napi::String>().Utf8Value() == "procedural";

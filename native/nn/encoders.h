@@ -14,13 +14,8 @@ class Encoder {
   virtual std::vector<at::Tensor> forward(const at::Tensor& x, const ForwardContext& ctx) const = 0;
 };
 
-// What a decoder may assume about an encoder's outputs.
-struct EncoderInfo {
-  std::vector<int64_t> channels;  // channels of each conv_out entry
-  std::vector<int64_t> strides;   // output stride of each conv_out entry
-};
-
-// `name` is a canonical encoder name (see arch.h). Registers the tensors under `scope`.
+// `name` is a canonical encoder name (arch.h, which also lists their output channels and
+// strides). Each registers its tensors under `scope` in the reference's order.
 std::unique_ptr<Encoder> make_resnet_encoder(const std::string& name, const Scope& scope);
 std::unique_ptr<Encoder> make_mobilenet_encoder(const Scope& scope);
 std::unique_ptr<Encoder> make_hrnet_encoder(const Scope& scope);

@@ -9,8 +9,8 @@
 
 namespace segtool::nn {
 
-// How one forward pass runs. BatchNorm momentum/eps are per model (the reference hard-codes
-// them per module; the fixtures and our options use one value for every BN layer).
+// How one forward pass runs. The model passes the encoder and the decoder their own context
+// (hrnetv2's encoder BNs use momentum 0.1 as the reference's hrnet.py; all others 0.001).
 struct ForwardContext {
   bool training = false;
   double bn_momentum = 0.001;
@@ -44,7 +44,7 @@ struct RegistryEntry {
 };
 
 // Owns every tensor of a model in state-dict order. Tensors are allocated uninitialised;
-// init.cc / procedural.cc fill them.
+// the model's reference initialisation (model.cc) or procedural.cc fill them.
 class Registry {
  public:
   at::Tensor add(const std::string& name, std::vector<int64_t> shape, TensorRole role,

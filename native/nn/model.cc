@@ -10,6 +10,8 @@
 
 #include "nn/decoders.h"
 #include "nn/encoders.h"
+#include "nn/predict.h"
+#include "nn/sgd.h"
 
 namespace segtool::nn {
 namespace {
@@ -81,6 +83,18 @@ SegmentationModel::SegmentationModel(const ModelOptions& options) : options_(opt
 
 SegmentationModel::~SegmentationModel() = default;
 
+void SegmentationModel::to(const at::Device& device) {
+  at::NoGradGuard no_grad;
+  // set_data keeps each tensor's identity, so the layers (which share these tensors) follow.
+  for (auto& e : registry_.entries()) {
+    if (is_parameter(e.role)) e.tensor.mutable_grad().reset();
+    e.tensor.set_data(e.tensor.to(device));
+  }
+  for (auto& [name, buffer] : momentum_) buffer = buffer.to(device);
+}
+
+at::Device SegmentationModel::device() const { return registry_.entries().front().tensor.device(); }
+
 bool SegmentationModel::has_deepsup() const { return decoder_->has_deepsup(); }
 
 const RegistryEntry& SegmentationModel::entry(const std::string& name) const {
@@ -133,10 +147,18 @@ SegmentationModel::LoadReport SegmentationModel::load_state_dict(const io::Named
   return report;
 }
 
+SegmentationModel::DecoderOutputs SegmentationModel::run(const at::Tensor& input, bool training,
+                                                         bool with_deepsup) {
+  const ForwardContext decoder_ctx{training, options_.bn_momentum, options_.bn_eps, options_.dropout};
+  ForwardContext encoder_ctx = decoder_ctx;
+  if (options_.encoder == "hrnetv2") encoder_ctx.bn_momentum = options_.hrnet_bn_momentum;
+  DecoderOutput out = decoder_->forward(encoder_->forward(input, encoder_ctx), decoder_ctx, with_deepsup);
+  return {std::move(out.logits), std::move(out.deepsup_logits)};
+}
+
 SegmentationModel::Features SegmentationModel::forward_features(const at::Tensor& input) {
   c10::InferenceMode inference;
-  const ForwardContext ctx{training_, options_.bn_momentum, options_.bn_eps, options_.dropout};
-  DecoderOutput out = decoder_->forward(encoder_->forward(input, ctx), ctx, /*with_deepsup=*/true);
+  const DecoderOutputs out = run(input, training_, /*with_deepsup=*/true);
   Features f;
   f.logprob = at::log_softmax(out.logits, 1);
   if (out.deepsup_logits.defined()) f.logprob_deepsup = at::log_softmax(out.deepsup_logits, 1);
@@ -145,8 +167,7 @@ SegmentationModel::Features SegmentationModel::forward_features(const at::Tensor
 
 at::Tensor SegmentationModel::forward_probs(const at::Tensor& input, int64_t out_h, int64_t out_w) {
   c10::InferenceMode inference;
-  const ForwardContext ctx{training_, options_.bn_momentum, options_.bn_eps, options_.dropout};
-  at::Tensor logits = decoder_->forward(encoder_->forward(input, ctx), ctx, /*with_deepsup=*/false).logits;
+  at::Tensor logits = run(input, training_, /*with_deepsup=*/false).logits;
   at::Tensor x = upsample_bilinear(logits, out_h, out_w);
   logits.reset();
   // softmax over classes in place (the same math as at::softmax) so that only one full-size
@@ -155,6 +176,15 @@ at::Tensor SegmentationModel::forward_probs(const at::Tensor& input, int64_t out
   x.exp_();
   x.div_(x.sum(1, /*keepdim=*/true));
   return x;
+}
+
+at::Tensor SegmentationModel::forward_logits(const at::Tensor& input) {
+  c10::InferenceMode inference;
+  return run(input, training_, /*with_deepsup=*/false).logits;
+}
+
+Prediction SegmentationModel::predict(const at::Tensor& input, int64_t out_h, int64_t out_w) {
+  return predict_from_logits({forward_logits(input)}, out_h, out_w);
 }
 
 double pixel_accuracy(const at::Tensor& logprob, const at::Tensor& label) {
@@ -168,7 +198,6 @@ double pixel_accuracy(const at::Tensor& logprob, const at::Tensor& label) {
 TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at::Tensor& label,
                                               const TrainStepOptions& opt) {
   at::AutoGradMode grad_mode(true);
-  const ForwardContext ctx{!fix_bn_, options_.bn_momentum, options_.bn_eps, options_.dropout};
   TrainStepResult result;
 
   for (auto& e : registry_.entries())
@@ -176,7 +205,7 @@ TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at:
 
   at::Tensor loss;
   {
-    DecoderOutput out = decoder_->forward(encoder_->forward(input, ctx), ctx, /*with_deepsup=*/true);
+    const DecoderOutputs out = run(input, /*training=*/!fix_bn_, /*with_deepsup=*/true);
     const at::Tensor logprob = at::log_softmax(out.logits, 1);
     loss = at::nll_loss_nd(logprob, label, {}, at::Reduction::Mean, /*ignore_index=*/-1);
     result.loss_main = loss.item<double>();
@@ -202,19 +231,12 @@ TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at:
     const bool encoder = starts_with(e.name, "encoder.");
     (encoder ? norm2_encoder : norm2_decoder) += g2;
 
-    // torch.optim.SGD (dampening 0, no Nesterov); weight decay only on conv weights.
-    at::Tensor d_p = grad;
-    if (e.role == TensorRole::ConvWeight && opt.weight_decay != 0) d_p = d_p.add(e.tensor, opt.weight_decay);
-    if (opt.momentum != 0) {
-      auto it = momentum_.find(e.name);
-      if (it == momentum_.end()) {
-        it = momentum_.emplace(e.name, d_p.clone()).first;
-      } else {
-        it->second.mul_(opt.momentum).add_(d_p);
-      }
-      d_p = it->second;
-    }
-    e.tensor.add_(d_p, -(encoder ? opt.lr_encoder : opt.lr_decoder));
+    // Weight decay only on conv weights, as the reference's group_weight.
+    const double weight_decay = e.role == TensorRole::ConvWeight ? opt.weight_decay : 0.0;
+    at::Tensor& buffer = momentum_[e.name];  // undefined on the first step
+    sgd_update(e.tensor, grad, buffer, encoder ? opt.lr_encoder : opt.lr_decoder, opt.momentum, weight_decay);
+    if (!buffer.defined()) momentum_.erase(e.name);  // momentum 0 keeps no state
+    e.tensor.mutable_grad().reset();  // free the gradient now rather than at the next step
   }
   result.grad_norm_encoder = std::sqrt(norm2_encoder);
   result.grad_norm_decoder = std::sqrt(norm2_decoder);

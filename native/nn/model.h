@@ -14,6 +14,7 @@
 #include "io/named_tensors.h"
 #include "nn/arch.h"
 #include "nn/layers.h"
+#include "nn/predict.h"
 
 namespace segtool::nn {
 
@@ -25,6 +26,7 @@ struct ModelOptions {
   int64_t fc_dim = 0;            // 0 = default_fc_dim(encoder)
   int64_t num_class = 150;
   double bn_momentum = 0.001;    // the reference's SyncBN default; short runs want ~0.1
+  double hrnet_bn_momentum = 0.1;  // hrnetv2's encoder: hrnet.py builds its BNs with BN_MOMENTUM 0.1
   double bn_eps = 1e-5;
   double dropout = 0.1;          // Dropout2d of the PPM heads (training only)
 };
@@ -42,7 +44,7 @@ struct TrainStepResult {
   double loss_main = 0;
   double loss_deepsup = 0;  // 0 without a deep-supervision head
   double grad_norm_encoder = 0;  // L2 norm of all encoder gradients of this step
-  double grad_norm_decoder = 0;
+  double grad_norm_decoder = 0;  // (gradients are freed after the update)
 };
 
 class SegmentationModel {
@@ -56,6 +58,9 @@ class SegmentationModel {
   SegmentationModel& operator=(const SegmentationModel&) = delete;
 
   const ModelOptions& options() const { return options_; }  // names canonical, fc_dim resolved
+  // Moves every parameter, buffer and momentum buffer (CPU <-> CUDA); inputs must follow.
+  void to(const at::Device& device);
+  at::Device device() const;
   int64_t output_stride() const { return output_stride_; }
   bool has_deepsup() const;
 
@@ -84,23 +89,35 @@ class SegmentationModel {
   bool training() const { return training_; }
   void set_fix_bn(bool fix_bn) { fix_bn_ = fix_bn; }
   bool fix_bn() const { return fix_bn_; }
+  // Momentum of every BN layer except hrnetv2's encoder ones, which have their own (the
+  // reference builds those with 0.1): set both when a user asks for one momentum everywhere.
   void set_bn_momentum(double m) { options_.bn_momentum = m; }
+  void set_hrnet_bn_momentum(double m) { options_.hrnet_bn_momentum = m; }
   void set_dropout(double p) { options_.dropout = p; }
 
   struct Features {
     at::Tensor logprob;          // B x num_class x h x w, log_softmax at feature resolution
-    at::Tensor logprob_deepsup;  // the deep-supervision head's; undefined without one
+    at::Tensor logprob_deepsup;  // the deep-supervision head's (in eval mode too, as the
+                                 // fixtures have it); undefined for decoders without one
   };
-  // input: float32 B x 3 x H x W (normalised). Runs under InferenceMode; in training mode the
-  // BN running statistics are updated as a training forward would.
+  // input: float32 B x 3 x H x W (normalised). Runs under InferenceMode, so the outputs are
+  // inference tensors (read-only outside InferenceMode). In training mode the BN running
+  // statistics are updated as a training forward would.
   Features forward_features(const at::Tensor& input);
   // Logits upsampled bilinearly (align_corners=false) to out_h x out_w, then softmax over
   // classes, computed in place: one B x num_class x out_h x out_w buffer at peak.
   at::Tensor forward_probs(const at::Tensor& input, int64_t out_h, int64_t out_w);
 
+  // Raw main-head logits at feature resolution (for multi-scale: predict_from_logits).
+  at::Tensor forward_logits(const at::Tensor& input);
+  // Argmax and max probability at out_h x out_w without a full-size score tensor (predict.h).
+  Prediction predict(const at::Tensor& input, int64_t out_h, int64_t out_w);
+
   // One step: forward (training mode unless fix_bn), NLL (ignore -1) + deep_sup_scale x the
   // deep-supervision NLL, pixel accuracy, backward, SGD with momentum (PyTorch semantics).
-  // label: int64 B x h x w at the decoder's output resolution (input size / output_stride()).
+  // label: int64 B x h x w at the decoder's output resolution, h = ceil(H / output_stride())
+  // (every stride-2 layer rounds up), values in [-1, num_class) (others make ATen throw
+  // c10::Error). Dropout draws from ATen's default generator (at::manual_seed seeds it).
   TrainStepResult train_step(const at::Tensor& input, const at::Tensor& label,
                              const TrainStepOptions& options);
 
@@ -111,6 +128,11 @@ class SegmentationModel {
 
  private:
   const RegistryEntry& entry(const std::string& name) const;
+  // Encoder + decoder forward (raw logits) in training or eval mode.
+  struct DecoderOutputs {
+    at::Tensor logits, deepsup_logits;
+  };
+  DecoderOutputs run(const at::Tensor& input, bool training, bool with_deepsup);
 
   ModelOptions options_;
   int64_t output_stride_ = 0;

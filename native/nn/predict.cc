@@ -1,0 +1,104 @@
+#include "nn/predict.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/upsample_bilinear2d.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace segtool::nn {
+namespace {
+
+// Source rows and weights of upsample_bilinear2d (align_corners=false, no scale factor) for
+// output rows [y0, y1), computed as ATen's CPU kernel does (float arithmetic).
+struct RowWeights {
+  std::vector<int64_t> index0, index1;
+  std::vector<float> lambda0, lambda1;
+};
+
+RowWeights row_weights(int64_t in_h, int64_t out_h, int64_t y0, int64_t y1) {
+  RowWeights w;
+  const float scale = static_cast<float>(in_h) / static_cast<float>(out_h);
+  for (int64_t y = y0; y < y1; ++y) {
+    int64_t i0 = y, i1 = y;
+    float l1 = 0;
+    if (in_h != out_h) {
+      const float src = std::max(scale * (static_cast<float>(y) + 0.5f) - 0.5f, 0.0f);
+      i0 = static_cast<int64_t>(src);
+      i1 = i0 + (i0 < in_h - 1 ? 1 : 0);
+      l1 = std::min(std::max(src - static_cast<float>(i0), 0.0f), 1.0f);
+    }
+    w.index0.push_back(i0);
+    w.index1.push_back(i1);
+    w.lambda0.push_back(1.0f - l1);
+    w.lambda1.push_back(l1);
+  }
+  return w;
+}
+
+at::Tensor vector_tensor(std::vector<int64_t>& v) {
+  return at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::kLong).clone();
+}
+
+at::Tensor weight_column(std::vector<float>& v, const at::Tensor& like) {
+  return at::from_blob(v.data(), {1, 1, static_cast<int64_t>(v.size()), 1}, at::kFloat)
+      .to(like.options(), /*non_blocking=*/false, /*copy=*/true);
+}
+
+// Rows [y0, y1) of upsample_bilinear2d(logits, {out_h, out_w}).
+at::Tensor upsample_band(const at::Tensor& logits, int64_t out_h, int64_t out_w, int64_t y0, int64_t y1) {
+  const int64_t in_h = logits.size(2);
+  RowWeights w = row_weights(in_h, out_h, y0, y1);
+  const int64_t r0 = w.index0.front();
+  const int64_t r1 = w.index1.back();
+  // Width first on the few source rows the band needs (height unchanged: an exact copy).
+  const at::Tensor rows = at::upsample_bilinear2d(logits.narrow(2, r0, r1 - r0 + 1), {r1 - r0 + 1, out_w}, false);
+  for (auto& i : w.index0) i -= r0;
+  for (auto& i : w.index1) i -= r0;
+  const at::Tensor i0 = vector_tensor(w.index0).to(rows.device());
+  const at::Tensor i1 = vector_tensor(w.index1).to(rows.device());
+  at::Tensor band = rows.index_select(2, i0).mul_(weight_column(w.lambda0, rows));
+  band.add_(rows.index_select(2, i1).mul_(weight_column(w.lambda1, rows)));
+  return band;
+}
+
+}  // namespace
+
+Prediction predict_from_logits(const std::vector<at::Tensor>& logits, int64_t out_h, int64_t out_w,
+                               int64_t band_elements) {
+  if (logits.empty()) throw std::invalid_argument("predict_from_logits: no logits");
+  c10::InferenceMode inference;
+  const int64_t batch = logits[0].size(0), classes = logits[0].size(1);
+  for (const auto& l : logits)
+    if (l.dim() != 4 || l.size(0) != batch || l.size(1) != classes)
+      throw std::invalid_argument("predict_from_logits: logits of every scale must be B x C x h x w with equal B, C");
+  const auto options = logits[0].options();
+  Prediction p;
+  p.pred = at::empty({batch, out_h, out_w}, options.dtype(at::kLong));
+  p.prob = at::empty({batch, out_h, out_w}, options.dtype(at::kFloat));
+  const int64_t rows = std::max<int64_t>(1, band_elements / std::max<int64_t>(1, batch * classes * out_w));
+  const double n = static_cast<double>(logits.size());
+  for (int64_t y0 = 0; y0 < out_h; y0 += rows) {
+    const int64_t y1 = std::min(out_h, y0 + rows);
+    at::Tensor scores;
+    for (const auto& l : logits) {
+      at::Tensor probs = at::softmax(upsample_band(l.to(at::kFloat), out_h, out_w, y0, y1), 1);
+      if (logits.size() == 1) {
+        scores = std::move(probs);
+      } else {
+        probs.div_(n);
+        scores = scores.defined() ? scores.add_(probs) : probs;
+      }
+    }
+    auto [max_prob, argmax] = scores.max(1);
+    p.pred.narrow(1, y0, y1 - y0).copy_(argmax);
+    p.prob.narrow(1, y0, y1 - y0).copy_(max_prob);
+  }
+  return p;
+}
+
+}  // namespace segtool::nn
