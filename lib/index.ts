@@ -26,3 +26,4 @@ export { predictMultiScale, argmaxClasses } from './eval/inference.js';
 export { segment, segmentFiles, findImages, loadModel, segmentOptionsFromConfig } from './segment.js';
 export { runDemo, DEMO_DEFAULTS, type DemoOptions, type DemoResult } from './demo/demo.js';
 export { generateSyntheticDataset, syntheticScene, SYNTHETIC_CLASSES } from './demo/synthetic.js';
+export * from './dist/index.js';

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "binding/async.h"
+#include "binding/dist.h"
 #include "binding/errors.h"
 #include "binding/io.h"
 #include "binding/model.h"
@@ -148,6 +149,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("ModelHandle", state->model_class.Value());
   exports.Set("createModel", Napi::Function::New<create_model>(env, "createModel"));
   exports.Set("architectures", Napi::Function::New<architectures>(env, "architectures"));
+  register_dist_exports(env, exports);
   return exports;
 }
 
