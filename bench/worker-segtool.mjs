@@ -1,0 +1,145 @@
+#!/usr/bin/env node
+// segtool's side of one benchmark measurement, in its own process (so that its peak RSS is
+// its own). Argument: a JSON job (see run.mjs). Protocol on stdin/stdout, one line each, so
+// that the runner can alternate repetitions with the baseline's process:
+//   -> READY {json}          model built, inputs made, peak RSS reset
+//   <- warmup | rep          one untimed / timed run      -> DONE <ms>
+//   <- stages                instrumented run (infer)      -> STAGES {json}
+//   <- end                                                 -> RESULT {json}, exit
+// Progress goes to stderr.
+//
+// Tasks:
+//   infer  segtool's inference path as segment() runs it (lib/segment.ts, without image
+//          decoding and resizing, which the baseline does not time either):
+//          predictMultiScale (model.predict per scale = full-size softmax probabilities,
+//          averaged in a Float32Array) then argmaxClasses. One scale = single-scale.
+//   lean   the memory-lean native path, when this build's SegmentationModel has one.
+//   train  model.trainStep on a 2 x 3 x 256 x 320 batch (SGD, momentum 0.9, wd 1e-4).
+import { createInterface } from 'node:readline';
+import { memory, proceduralFloat32, proceduralLabel, resetPeak } from './common.mjs';
+
+const job = JSON.parse(process.argv[2]);
+const segtool = await import('../dist/index.js');
+const { predictMultiScale, argmaxClasses } = await import('../dist/eval/inference.js');
+segtool.setNumThreads(job.threads);
+
+const now = () => performance.now();
+const send = (line) => process.stdout.write(`${line}\n`);
+// Between runs (untimed): collect the previous run's garbage, so that the peak RSS is one
+// run's and not V8's lazily collected Float32Arrays of several (run.mjs passes --expose-gc).
+const collect = () => globalThis.gc?.();
+
+/** A lean (tiled argmax) prediction method of SegmentationModel, if this build has one. */
+function leanMethod(model) {
+  for (const name of ['segment', 'predictClasses', 'predictLabels', 'predictLean', 'classify']) {
+    if (typeof model[name] === 'function') return name;
+  }
+  return null;
+}
+
+const [encoder, decoder] = job.model.split('-');
+let t0 = now();
+const model = await segtool.SegmentationModel.create({ encoder, decoder, init: 'procedural' });
+const result = { side: 'segtool', model: job.model, task: job.task, threads: segtool.getNumThreads(), createMs: now() - t0 };
+
+let run; // one run of the task
+let stages = null; // the instrumented run, for infer
+if (job.task === 'infer' || job.task === 'lean') {
+  model.eval();
+  const [H, W] = job.image;
+  const inputs = job.scales.map(([w, h]) => ({ data: proceduralFloat32(`bench.input.${h}x${w}`, 3 * h * w), shape: [1, 3, h, w] }));
+  if (job.task === 'infer') {
+    run = async () => {
+      const output = await predictMultiScale(model, inputs, H, W);
+      argmaxClasses(output.probabilities, output.numClass);
+    };
+    // Where segtool's time goes: predictMultiScale's loop written out with timers.
+    // model.forward = the network to log-softmax at feature size (plus the deep-supervision
+    // head of *_deepsup decoders, which predict skips): an upper bound of the network's share.
+    stages = async () => {
+      const s = { network: 0, predict: 0, average: 0, argmax: 0 };
+      let sum;
+      for (const input of inputs) {
+        t0 = now();
+        const f = await model.forward(input);
+        s.network += now() - t0;
+        f.logprob.dispose();
+        f.logprobDeepsup?.dispose();
+        t0 = now();
+        const probs = await model.predict(input, { segSize: [H, W] });
+        s.predict += now() - t0;
+        t0 = now();
+        const p = probs.data();
+        sum ??= new Float32Array(p.length);
+        const n = inputs.length;
+        for (let i = 0; i < p.length; i++) sum[i] = sum[i] + Math.fround(p[i] / n);
+        probs.dispose();
+        s.average += now() - t0;
+      }
+      t0 = now();
+      argmaxClasses(sum, 150);
+      s.argmax = now() - t0;
+      s.upsampleSoftmax = Math.max(0, s.predict - s.network);
+      return s;
+    };
+  } else {
+    const method = leanMethod(model);
+    if (!method) {
+      result.skipped = 'this build of SegmentationModel has no lean prediction method';
+      run = async () => {};
+    } else {
+      result.method = method;
+      run = async () => {
+        const out = await model[method](inputs.length === 1 ? inputs[0] : inputs, { segSize: [H, W] });
+        for (const v of Object.values(out ?? {})) if (v && typeof v.dispose === 'function') v.dispose();
+      };
+    }
+  }
+} else if (job.task === 'train') {
+  model.train();
+  const [B, C, h, w] = job.batch;
+  const stride = model.outputStride;
+  const lh = Math.ceil(h / stride), lw = Math.ceil(w / stride);
+  const input = { data: proceduralFloat32('bench.train.input', B * C * h * w), shape: [B, C, h, w] };
+  const label = { data: proceduralLabel('bench.train.label', B * lh * lw), shape: [B, lh, lw] };
+  result.losses = [];
+  run = async () => {
+    const r = await model.trainStep(input, label, { lrEncoder: 0.02, lrDecoder: 0.02, momentum: 0.9, weightDecay: 1e-4 });
+    result.losses.push(r.loss);
+  };
+} else {
+  throw new Error(`unknown task ${job.task}`);
+}
+
+result.rssAfterLoad = memory().rss;
+result.peakReset = resetPeak();
+result.times = [];
+result.warmupTimes = [];
+result.stages = [];
+send(`READY ${JSON.stringify({ createMs: result.createMs, rssAfterLoad: result.rssAfterLoad })}`);
+
+const lines = createInterface({ input: process.stdin });
+for await (const command of lines) {
+  if (command === 'warmup' || command === 'rep') {
+    collect();
+    t0 = now();
+    await run();
+    const ms = now() - t0;
+    (command === 'rep' ? result.times : result.warmupTimes).push(ms);
+    send(`DONE ${ms}`);
+  } else if (command === 'stages') {
+    result.peakRss ??= memory().peak; // the timed runs' peak, not the instrumented run's
+    collect();
+    const s = stages ? await stages() : null;
+    if (s) result.stages.push(s);
+    send(`STAGES ${JSON.stringify(s)}`);
+  } else if (command === 'end') {
+    break;
+  } else {
+    throw new Error(`unknown command ${command}`);
+  }
+}
+result.peakRss ??= memory().peak;
+model.dispose();
+send(`RESULT ${JSON.stringify(result)}`);
+process.exit(0);
