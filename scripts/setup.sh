@@ -2,8 +2,8 @@
 # Brings a clone to a working state: system packages (LibTorch, Gloo, CMake, a compiler),
 # npm packages, the native addon, the TypeScript build. Idempotent: each step runs only when
 # its output is missing or older than its inputs, so a second run takes seconds.
-#   --test   also install what the test suite needs (Debian's python3-torch, used by tests
-#            only, to prove that files segtool writes load in PyTorch)
+#   --test   also install what the tests and benchmarks compare against (Debian's python3-torch,
+#            to prove that files segtool writes load in PyTorch, and python3-pil)
 # Environment: SEGTOOL_SKIP_APT=1 never calls apt (LibTorch found through Torch_DIR,
 # CMAKE_PREFIX_PATH or a pip-installed torch); SEGTOOL_BUILD_JOBS (default: all cores).
 set -euo pipefail
@@ -21,7 +21,7 @@ say() { echo "[setup] $*"; }
 
 # 1. System packages (Debian 12 names).
 packages=(libtorch-dev libgloo-dev cmake g++ ninja-build)
-[ "$want_test" = 1 ] && packages+=(python3-torch)
+[ "$want_test" = 1 ] && packages+=(python3-torch python3-pil)
 if [ "${SEGTOOL_SKIP_APT:-0}" != 1 ] && command -v dpkg-query >/dev/null; then
   missing=()
   for pkg in "${packages[@]}"; do
