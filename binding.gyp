@@ -12,7 +12,7 @@
         "<!(node -p \"require('path').dirname(require.resolve('node-addon-api/package.json'))\")",
         "<!@(node scripts/torch-paths.mjs include)"
       ],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS", "<!@(node scripts/torch-paths.mjs defines)"],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++14"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-fvisibility=hidden", "-O2", "-Wno-unused-parameter", "<!@(node scripts/torch-paths.mjs cflags)"],

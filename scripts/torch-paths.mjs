@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Prints LibTorch's include dirs, library dir, libraries or compile flags for binding.gyp,
 // found by the same CMake logic as CMakeLists.txt (cmake/FindSegtoolTorch.cmake).
-// Usage: node scripts/torch-paths.mjs include|libdir|libs|cflags
+// Usage: node scripts/torch-paths.mjs include|libdir|libs|cflags|defines
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -21,9 +21,10 @@ const words = {
   libdir: [paths.libdir],
   libs: paths.libs,
   cflags: paths.cxxflags ? paths.cxxflags.split(/\s+/) : [],
+  defines: (paths.defines ?? []).filter((d) => d !== ''),
 }[what];
 if (!words) {
-  console.error('usage: torch-paths.mjs include|libdir|libs|cflags');
+  console.error('usage: torch-paths.mjs include|libdir|libs|cflags|defines');
   process.exit(2);
 }
 console.log(words.join(' '));
