@@ -111,26 +111,53 @@ function resolvePool(options: PoolOptions): Required<PoolOptions> {
   };
 }
 
-export class TrainLoader implements AsyncIterableIterator<TrainBatch>, AsyncDisposable {
+/** What both loaders share: the worker pool, bad-sample reports, closing and iteration. */
+abstract class PooledLoader<T> implements AsyncIterableIterator<T>, AsyncDisposable {
   /** Samples found bad so far (onBadSample 'skip'), each with the reason. */
   readonly badSamples: BadSample[] = [];
-  private readonly pool: WorkerPool;
-  private readonly prefetch: number;
-  private readonly queues: Array<Array<Promise<WorkerResult>>>;
-  private turn = 0;
-  private closed = false;
+  protected closed = false;
 
-  /** @internal use createTrainLoader */
-  constructor(pool: WorkerPool, prefetch: number) {
-    this.pool = pool;
-    this.prefetch = prefetch;
-    this.queues = Array.from({ length: pool.size }, () => []);
-    for (let w = 0; w < pool.size; w++) this.refill(w);
-  }
+  constructor(protected readonly pool: WorkerPool) {}
 
   /** Worker threads in use (0 = in-process). */
   get workers(): number {
     return this.pool.threads;
+  }
+
+  abstract next(): Promise<IteratorResult<T>>;
+
+  async return(): Promise<IteratorResult<T>> {
+    await this.close();
+    return { done: true, value: undefined };
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /** Stops the workers; work in flight is dropped. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+export class TrainLoader extends PooledLoader<TrainBatch> {
+  private readonly prefetch: number;
+  private readonly queues: Array<Array<Promise<WorkerResult>>>;
+  private turn = 0;
+
+  /** @internal use createTrainLoader */
+  constructor(pool: WorkerPool, prefetch: number) {
+    super(pool);
+    this.prefetch = prefetch;
+    this.queues = Array.from({ length: pool.size }, () => []);
+    for (let w = 0; w < pool.size; w++) this.refill(w);
   }
 
   private refill(w: number): void {
@@ -153,25 +180,7 @@ export class TrainLoader implements AsyncIterableIterator<TrainBatch>, AsyncDisp
     return { done: false, value: batch };
   }
 
-  async return(): Promise<IteratorResult<TrainBatch>> {
-    await this.close();
-    return { done: true, value: undefined };
-  }
 
-  [Symbol.asyncIterator](): this {
-    return this;
-  }
-
-  /** Stops the workers; batches in flight are dropped. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.pool.close();
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
-  }
 }
 
 /**
@@ -209,28 +218,19 @@ export async function createTrainLoader(options: TrainLoaderOptions): Promise<Tr
   return new TrainLoader(workerPool, pool.prefetch);
 }
 
-export class EvalLoader implements AsyncIterableIterator<EvalSample>, AsyncDisposable {
-  /** Samples left out so far (onBadSample 'skip'), each with the reason. */
-  readonly badSamples: BadSample[] = [];
+export class EvalLoader extends PooledLoader<EvalSample> {
   /** Number of records (yielded samples may be fewer when bad ones are skipped). */
   readonly length: number;
-  private readonly pool: WorkerPool;
   private readonly window: number;
   private readonly inFlight: Array<Promise<WorkerResult>> = [];
   private requested = 0;
-  private closed = false;
 
   /** @internal use createEvalLoader */
   constructor(pool: WorkerPool, length: number, prefetch: number) {
-    this.pool = pool;
+    super(pool);
     this.length = length;
     this.window = Math.max(1, pool.size) * prefetch;
     this.refill();
-  }
-
-  /** Worker threads in use (0 = in-process). */
-  get workers(): number {
-    return this.pool.threads;
   }
 
   private refill(): void {
@@ -257,24 +257,7 @@ export class EvalLoader implements AsyncIterableIterator<EvalSample>, AsyncDispo
     return { done: true, value: undefined };
   }
 
-  async return(): Promise<IteratorResult<EvalSample>> {
-    await this.close();
-    return { done: true, value: undefined };
-  }
 
-  [Symbol.asyncIterator](): this {
-    return this;
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.pool.close();
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
-  }
 }
 
 /**
