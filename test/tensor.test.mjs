@@ -31,6 +31,15 @@ test('int64, int32 and uint8 round trip', () => {
   for (const t of [a, b, c]) t.dispose();
 });
 
+test('an empty tensor gives an empty, usable typed array', () => {
+  const t = Tensor.from(new Float32Array(0), [0, 3]);
+  const view = t.data();
+  assert.equal(view.length, 0);
+  assert.equal(view.buffer.byteLength, 0);
+  assert.deepEqual(Array.from(view.map((v) => v + 1)), []);
+  t.dispose();
+});
+
 test('views of a tensor stay valid after dispose', () => {
   const t = Tensor.from(new Float32Array([1, 2, 3]), [3]);
   const view = t.data();

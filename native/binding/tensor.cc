@@ -127,9 +127,14 @@ Napi::Value typed_array_view(Napi::Env env, const at::Tensor& tensor) {
   if (!d) throw_error(env, "ERR_INVALID_ARG", std::string("Tensor dtype ") + c10::toString(t.scalar_type()) + " has no typed array");
   t = t.to(at::kCPU).contiguous();
   size_t bytes = static_cast<size_t>(t.numel()) * t.element_size();
-  auto* keep = new at::Tensor(t);  // the ArrayBuffer owns one reference to the storage
-  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
-      env, t.data_ptr(), bytes, [](Napi::Env, void*, at::Tensor* held) { delete held; }, keep);
+  Napi::ArrayBuffer buffer;
+  if (bytes == 0) {
+    buffer = Napi::ArrayBuffer::New(env, 0);  // an external buffer over no memory reads as detached
+  } else {
+    auto* keep = new at::Tensor(t);  // the ArrayBuffer owns one reference to the storage
+    buffer = Napi::ArrayBuffer::New(
+        env, t.data_ptr(), bytes, [](Napi::Env, void*, at::Tensor* held) { delete held; }, keep);
+  }
   napi_value out;
   napi_status status = napi_create_typedarray(env, d->array, static_cast<size_t>(t.numel()), buffer, 0, &out);
   NAPI_THROW_IF_FAILED(env, status, Napi::Value());
