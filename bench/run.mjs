@@ -21,6 +21,7 @@
 //                      process spins; see bench/results/README.md)
 //   --python PATH      the baseline's interpreter (default /usr/bin/python3)
 //   --out FILE         JSON results (default bench/results/cpu-<date>.json)
+//   --render FILE      no measuring: redo the table and summary of a saved JSON (rewrites it)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
@@ -49,6 +50,7 @@ function parseArgs(argv) {
     python: '/usr/bin/python3',
     ompWait: 'passive',
     out: null,
+    render: null,
   };
   const value = (i) => {
     if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`);
@@ -73,12 +75,13 @@ function parseArgs(argv) {
     else if (a === '--python') o.python = value(i++);
     else if (a === '--omp-wait') o.ompWait = value(i++).toLowerCase();
     else if (a === '--out') o.out = value(i++);
+    else if (a === '--render') o.render = value(i++);
     else if (a === '--quick') {
       o.reps = 1;
       o.warmup = 1;
       o.tasks = o.tasks.filter((t) => t !== 'big');
     } else if (a === '--help' || a === '-h') {
-      console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 24).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 25).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
       process.exit(0);
     } else throw new Error(`unknown option ${a} (see --help)`);
   }
@@ -298,6 +301,14 @@ const geomean = (a) => (a.length ? Math.exp(a.reduce((s, x) => s + Math.log(x), 
 // ------------------------------------------------------------------ main
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  if (opts.render) {
+    const saved = JSON.parse(readFileSync(opts.render, 'utf8'));
+    const { results, ...meta } = saved;
+    const json = { ...meta, ...report(meta, results), results };
+    console.log(json.text);
+    writeFileSync(opts.out ?? opts.render, `${JSON.stringify(json, null, 1)}\n`);
+    return;
+  }
   const segtool = await import('../dist/index.js');
   const machine = machineInfo(segtool, opts.python);
   if (opts.baseline && !machine.baseline) {
@@ -403,11 +414,36 @@ async function main() {
     }
   }
 
+  const ended = new Date();
+  const meta = {
+    benchmark: 'segtool vs PyTorch baseline (bench/run.mjs)',
+    date,
+    started: started.toISOString(),
+    ended: ended.toISOString(),
+    machine,
+    options: { ...opts, out: undefined },
+    geometry: { singleScale: small.scales1, fiveScale: small.scales5, big: { image: bigSize, scales: bigScales }, mid: { image: midSize, scales: midScales }, trainBatch },
+  };
+  const json = { ...meta, ...report(meta, results), results };
+  console.log(json.text);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(json, null, 1)}\n`);
+  console.error(`wrote ${relative(process.cwd(), out)}`);
+}
+
+/**
+ * The table, summary, targets and profile digest of a run: `meta` = {machine, options, ...},
+ * `results` = the workers' records. Also used by --render to redo them from a saved JSON.
+ */
+function report(meta, results) {
+  const { machine } = meta;
+  const opts = meta.options;
   // ---------------------------------------------------------------- table
   const find = (side, model, task, scaleSet) =>
     results.find((r) => r.side === side && r.model === model && r.task === task && (scaleSet === undefined || r.scaleSet === scaleSet));
   const rows = [];
   const speedups = { infer1: [], infer5: [], train: [] };
+  const speedupsMin = { infer1: [], infer5: [], train: [] }; // fastest rep vs fastest rep
   const fmtMs = (r) => (r?.times?.length ? Math.round(median(r.times)).toString() : r?.error ? 'error' : r?.skipped ? 'skipped' : '-');
   const fmtMiB = (r) => (r?.peakRss ? Math.round(r.peakRss / MiB).toString() : r?.error ? (r.peakRssAtLeast ? `>${Math.round(r.peakRssAtLeast / MiB)}` : 'error') : '-');
   for (const model of opts.models) {
@@ -416,6 +452,7 @@ async function main() {
       const pv = kind === 'ms' ? (p?.times?.length ? median(p.times) : null) : p?.peakRss ?? null;
       const ratio = sv && pv ? pv / sv : null;
       if (ratio && key) speedups[key].push(ratio);
+      if (kind === 'ms' && key && s?.times?.length && p?.times?.length) speedupsMin[key].push(Math.min(...p.times) / Math.min(...s.times));
       rows.push({
         model,
         measurement: label,
@@ -455,13 +492,15 @@ async function main() {
       if (s?.times?.length) {
         rows.push({ model, measurement: '  infer 5-scale 4000x3000 (1 run), ms', segtool: fmtMs(s), pytorch: opts.baseline ? fmtMs(p) : '', ratio: '' });
       }
+      add('  peak RSS 5-scale 2000x1500, MiB', 'mib', null, ...pick('infer', 'mid'));
+      add('  infer 5-scale 2000x1500 (1 run), ms', 'ms', null, ...pick('infer', 'mid'));
     }
   }
 
-  const ended = new Date();
   const summary = {
     geomeanSpeedup: Object.fromEntries(Object.entries(speedups).map(([k, v]) => [k, v.length ? geomean(v) : null])),
     minSpeedup: Object.fromEntries(Object.entries(speedups).map(([k, v]) => [k, v.length ? Math.min(...v) : null])),
+    geomeanSpeedupFastestReps: Object.fromEntries(Object.entries(speedupsMin).map(([k, v]) => [k, v.length ? geomean(v) : null])),
   };
   const bigRows = rows.filter((r) => r.measurement.includes('4000x3000, MiB'));
   const targets = {
@@ -511,6 +550,8 @@ async function main() {
       `speedup (pytorch ms / segtool ms), geo-mean [min]: infer 1-scale ${x(summary.geomeanSpeedup.infer1)} [${x(summary.minSpeedup.infer1)}], ` +
         `5-scale ${x(summary.geomeanSpeedup.infer5)} [${x(summary.minSpeedup.infer5)}], train ${x(summary.geomeanSpeedup.train)} [${x(summary.minSpeedup.train)}]`,
     );
+    const f = summary.geomeanSpeedupFastestReps;
+    text.push(`  same from each side's fastest rep (less load noise): infer 1-scale ${x(f.infer1)}, 5-scale ${x(f.infer5)}, train ${x(f.train)}`);
   }
   const verdict = (t) => (t == null ? 'not measured' : t.met ? 'MET' : 'NOT MET');
   text.push(
@@ -530,26 +571,37 @@ async function main() {
     const out = {};
     if (s.length) out.segtoolStagesMs = Object.fromEntries(Object.keys(s[0]).map((k) => [k, median(s.map((x) => x[k]))]));
     if (p.length) {
-      const byOp = new Map();
-      for (const prof of p) for (const o of prof.ops) byOp.set(o.op, (byOp.get(o.op) ?? 0) + o.selfMs / p.length);
-      const total = median(p.map((x) => x.totalMs));
       const category = (op) => {
         const n = op.replace(/^aten::/, '');
         if (/conv/.test(n)) return 'convolution';
         if (/batch_norm/.test(n)) return 'batch norm';
         if (/softmax/.test(n)) return 'softmax (full size)';
         if (/upsample/.test(n)) return 'bilinear upsampling';
-        if (/^(add|add_|div|mul|relu|relu_|clamp|clamp_|hardtanh_|hardtanh)$/.test(n)) return 'elementwise (add, div, relu)';
-        if (/^(zeros|zero_|fill_|empty|copy_|clone|contiguous|cat|to|_to_copy)$/.test(n)) return 'allocation, copies, cat';
+        if (/^(add|add_|div|div_|mul|mul_|relu|relu_|clamp|clamp_|clamp_min_|hardtanh_|hardtanh)$/.test(n)) return 'elementwise (add, div, relu)';
+        if (/^(zeros|zero_|fill_|empty|empty_like|copy_|clone|contiguous|cat|to|_to_copy|resize_)$/.test(n)) return 'allocation, copies, cat';
         if (/^(max|argmax|max_pool2d|max_pool2d_with_indices)$/.test(n)) return 'max / argmax / max-pool';
         return 'other';
       };
-      const cats = {};
-      for (const [op, ms] of byOp) cats[category(op)] = (cats[category(op)] ?? 0) + ms;
+      // Shares per profiled run (ops not listed in older JSON files count as 'other'), then
+      // averaged over the runs.
+      const shares = {};
+      const opShares = new Map();
+      for (const prof of p) {
+        const cats = {};
+        let listed = 0;
+        for (const o of prof.ops) {
+          cats[category(o.op)] = (cats[category(o.op)] ?? 0) + o.selfMs;
+          listed += o.selfMs;
+          opShares.set(o.op, (opShares.get(o.op) ?? 0) + o.selfMs / prof.totalMs / p.length);
+        }
+        cats.other = (cats.other ?? 0) + Math.max(0, prof.totalMs - listed);
+        for (const [k, v] of Object.entries(cats)) shares[k] = (shares[k] ?? 0) + v / prof.totalMs / p.length;
+      }
       out.pytorch = {
-        totalMs: total,
-        categories: Object.fromEntries(Object.entries(cats).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, { ms: v, share: v / total }])),
-        ops: [...byOp].sort((x, y) => y[1] - x[1]).slice(0, 15).map(([op, ms]) => ({ op, ms, share: ms / total })),
+        totalMs: median(p.map((x) => x.totalMs)),
+        runs: p.length,
+        categories: Object.fromEntries(Object.entries(shares).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, { share: v }])),
+        ops: [...opShares].sort((x, y) => y[1] - x[1]).slice(0, 15).map(([op, share]) => ({ op, share })),
       };
     }
     return out;
@@ -572,26 +624,7 @@ async function main() {
       }
     }
   }
-  console.log(text.join('\n'));
-
-  mkdirSync(dirname(out), { recursive: true });
-  const json = {
-    benchmark: 'segtool vs PyTorch baseline (bench/run.mjs)',
-    date,
-    started: started.toISOString(),
-    ended: ended.toISOString(),
-    machine,
-    options: { ...opts, out: undefined },
-    geometry: { singleScale: small.scales1, fiveScale: small.scales5, big: { image: bigSize, scales: bigScales }, mid: { image: midSize, scales: midScales }, trainBatch },
-    table: rows,
-    summary,
-    targets,
-    profiles,
-    results,
-    text: text.join('\n'),
-  };
-  writeFileSync(out, `${JSON.stringify(json, null, 1)}\n`);
-  console.error(`wrote ${relative(process.cwd(), out)}`);
+  return { table: rows, summary, targets, profiles, text: text.join('\n') };
 }
 
 main().catch((error) => {

@@ -11,7 +11,10 @@ For each model, on a 1 x 3 x 304 x 400 input (the single-scale bench input), med
     inplace      upsample, softmax in place, max (segtool's forward_probs + an argmax)
     argmax-only  upsample, argmax (labels only: softmax is monotonic)
     banded       predict.cc's way: bands of rows (<= 4 Mi elements), upsample, softmax, max
-Prints a table and writes bench/out/experiments.json.
+With --mkldnn instead: oneDNN weight prepacking (torch.utils.mkldnn.to_mkldnn: convolution
+weights reordered once instead of every call) with dense activations, and the encoder run end
+to end in oneDNN's blocked layout (x.to_mkldnn(); back to dense for the decoder).
+Prints a table and writes bench/out/experiments[-mkldnn].json.
 """
 import argparse
 import copy
@@ -97,7 +100,10 @@ def main():
     ap.add_argument('--models', default='resnet18dilated-c1_deepsup,resnet50dilated-ppm_deepsup,mobilenetv2dilated-c1_deepsup')
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--mkldnn', action='store_true')
     args = ap.parse_args()
+    if args.mkldnn:
+        return mkldnn_experiments(args)
     torch.set_num_threads(args.threads)
     H, W = 300, 400
     x = procedural_input('bench.input.304x400', (1, 3, 304, 400))
@@ -171,6 +177,56 @@ def main():
         sys.stdout.flush()
     os.makedirs(os.path.join(ROOT, 'bench', 'out'), exist_ok=True)
     with open(os.path.join(ROOT, 'bench', 'out', 'experiments.json'), 'w') as f:
+        json.dump(out, f, indent=1)
+
+
+def mkldnn_experiments(args):
+    from torch.utils import mkldnn as mkldnn_utils
+    torch.set_num_threads(args.threads)
+    x = procedural_input('bench.input.304x400', (1, 3, 304, 400))
+    out = dict(threads=args.threads, ompWaitPolicy=os.environ.get('OMP_WAIT_POLICY'), torch=torch.__version__, models={})
+    for name in args.models.split(','):
+        enc, dec = name.split('-')
+        model = SegmentationModule(enc, dec)
+        apply_procedural(model)
+        model.eval()
+        # BN folded first (MkldnnBatchNorm only takes oneDNN-layout input), then every
+        # Conv2d becomes torch.utils.mkldnn.MkldnnConv2d (weights reordered once).
+        folded = fold_bn(copy.deepcopy(model)).eval()
+        prepacked = mkldnn_utils.to_mkldnn(copy.deepcopy(folded))
+        blocked_model = mkldnn_utils.to_mkldnn(copy.deepcopy(model))
+
+        def run(m, layout):
+            def f():
+                with torch.no_grad():
+                    if layout == 'dense':
+                        return m.logits(x)[0]
+                    feats = [t.to_dense() for t in m.encoder(x.to_mkldnn())]
+                    return m.decoder(feats, False)[0]
+            return f
+        r = {}
+        ref = run(model, 'dense')()
+        variants = [('network', model, 'dense'), ('network BN folded', folded, 'dense'),
+                    ('network BN folded + weights prepacked', prepacked, 'dense'),
+                    ('network encoder in blocked layout', blocked_model, 'blocked'),
+                    ('network folded + prepacked + blocked encoder', prepacked, 'blocked')]
+        for label, m, layout in variants:
+            try:
+                diff = float((run(m, layout)() - ref).abs().max())
+                r[label] = bench(run(m, layout), args.reps)
+                r[label + ' max abs diff'] = diff
+            except Exception as e:  # an op without a oneDNN-layout kernel
+                r[label + ' error'] = str(e).strip().split('\n')[-1][:160]
+        out['models'][name] = r
+        print(name)
+        for k, v in r.items():
+            if isinstance(v, tuple):
+                rel = f'  {r["network"][0] / v[0]:.2f}x vs network' if k != 'network' else ''
+                print(f'  {k:36s} median {v[0]:8.1f} ms  min {v[1]:8.1f} ms{rel}')
+            else:
+                print(f'  {k}: {v}')
+        sys.stdout.flush()
+    with open(os.path.join(ROOT, 'bench', 'out', 'experiments-mkldnn.json'), 'w') as f:
         json.dump(out, f, indent=1)
 
 

@@ -113,7 +113,7 @@ for command in sys.stdin:
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
         ops = sorted(((e.key, e.self_cpu_time_total / 1000, e.count) for e in events), key=lambda r: -r[1])
-        profile = dict(totalMs=total / 1000, ops=[dict(op=k, selfMs=ms, calls=c) for k, ms, c in ops[:30]])
+        profile = dict(totalMs=total / 1000, ops=[dict(op=k, selfMs=ms, calls=c) for k, ms, c in ops])
         result.setdefault('profiles', []).append(profile)
         send('PROFILE ' + json.dumps(profile))
     elif command == 'end':
