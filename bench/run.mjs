@@ -22,6 +22,8 @@
 //   --python PATH      the baseline's interpreter (default /usr/bin/python3)
 //   --out FILE         JSON results (default bench/results/cpu-<date>.json)
 //   --render FILE      no measuring: redo the table and summary of a saved JSON (rewrites it)
+//   --check            first prove that both sides compute the same (bench/check-segtool.mjs,
+//                      bench/baseline/check.py); stop when they do not
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
@@ -51,6 +53,7 @@ function parseArgs(argv) {
     ompWait: 'passive',
     out: null,
     render: null,
+    check: false,
   };
   const value = (i) => {
     if (i + 1 >= argv.length) throw new Error(`${argv[i]} needs a value`);
@@ -76,12 +79,14 @@ function parseArgs(argv) {
     else if (a === '--omp-wait') o.ompWait = value(i++).toLowerCase();
     else if (a === '--out') o.out = value(i++);
     else if (a === '--render') o.render = value(i++);
+    else if (a === '--check') o.check = true;
     else if (a === '--quick') {
       o.reps = 1;
       o.warmup = 1;
       o.tasks = o.tasks.filter((t) => t !== 'big');
     } else if (a === '--help' || a === '-h') {
-      console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 25).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+      console.log(lines.slice(0, lines.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
       process.exit(0);
     } else throw new Error(`unknown option ${a} (see --help)`);
   }
@@ -317,6 +322,20 @@ async function main() {
         'or --python PATH, or --no-baseline).',
     );
     process.exit(1);
+  }
+  if (opts.check) {
+    const models = ['--models', opts.models.join(',')];
+    const env = { ...process.env, OMP_NUM_THREADS: String(opts.threads) };
+    for (const [cmd, args] of [
+      [process.execPath, [join(here, 'check-segtool.mjs'), ...models]],
+      [opts.python, [join(here, 'baseline', 'check.py'), ...models]],
+    ]) {
+      const r = spawnSync(cmd, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
+      if (r.status !== 0) {
+        console.error('The baseline does not compute what segtool computes (see above): not benchmarking.');
+        process.exit(1);
+      }
+    }
   }
   const started = new Date();
   const date = started.toISOString().slice(0, 10);
@@ -614,7 +633,7 @@ function report(meta, results) {
       const s = pr.segtoolStagesMs;
       if (s) {
         text.push(
-          `  segtool ${model}: network ${Math.round(s.network)} ms, upsample+softmax ${Math.round(s.upsampleSoftmax)} ms ` +
+          `  segtool ${model}: network ${Math.round(s.network)} ms (predict at the logits size), full-size upsample+softmax ${Math.round(s.upsampleSoftmax)} ms ` +
             `(predict ${Math.round(s.predict)}), JS averaging ${Math.round(s.average)} ms, JS argmax ${Math.round(s.argmax)} ms`,
         );
       }
