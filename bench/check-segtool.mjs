@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { DEFAULT_MODELS, proceduralFloat32 } from './common.mjs';
 
 const segtool = await import('../dist/index.js');
-const { predictMultiScale, argmaxClasses } = await import('../dist/eval/inference.js');
+const { predictMultiScale } = await import('../dist/eval/inference.js');
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
   const i = args.indexOf(name);
@@ -28,8 +28,7 @@ for (const name of models) {
   const input = segtool.Tensor.from(proceduralFloat32('bench.input', 3 * 300 * 400), shape);
   const { logprob, logprobDeepsup } = await model.forward(input);
   logprobDeepsup?.dispose();
-  const output = await predictMultiScale(model, [input], 300, 400);
-  const { labels, confidence } = argmaxClasses(output.probabilities, output.numClass);
+  const { labels, confidence } = await predictMultiScale(model, [input], 300, 400);
   const pred = segtool.Tensor.from(labels, [1, 300, 400]);
   const prob = segtool.Tensor.from(confidence, [1, 300, 400]);
   // Three SGD steps on the fixture's training batch (dropout off), as check.py does.

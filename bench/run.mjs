@@ -387,12 +387,12 @@ async function main() {
     const cap = opts.bigCapGiB * GiB;
     const fullBytes = (h, w) => NUM_CLASS * h * w * 4;
     // Full-size num_class x H x W float32 buffers alive at once on each side's path:
-    // segtool: model.predict's probabilities, the previous scale's (still held by the typed
-    // array view until V8 collects it) and the Float32Array sum in predictMultiScale;
-    // PyTorch (the reference's test loop): scores, pred_tmp (softmax), pred_tmp / n, and the
-    // new scores (or the upsampled logits while softmax runs). Measured at 2000 x 1500:
-    // segtool ~3.2, PyTorch ~4.3.
-    const buffers = { segtool: 3, pytorch: 4 };
+    // segtool: none (the fused native head works row by row; labels and confidence, native
+    // and their JS copies, are ~16 bytes per pixel); PyTorch (the reference's test loop):
+    // scores, pred_tmp (softmax), pred_tmp / n, and the new scores (or the upsampled logits
+    // while softmax runs), measured ~4.3 at 2000 x 1500.
+    const buffers = { segtool: 0, pytorch: 4 };
+    const perPixel = { segtool: 16, pytorch: 0 };
     const one = { ...base, reps: 1, warmup: 0, task: 'infer' };
     for (const model of opts.bigModels) {
       const small5 = Object.fromEntries(
@@ -400,7 +400,7 @@ async function main() {
       );
       for (const side of sides) {
         const basePeak = small5[side]?.peakRss ?? 1 * GiB;
-        const estimate = basePeak + buffers[side] * fullBytes(...bigSize);
+        const estimate = basePeak + buffers[side] * fullBytes(...bigSize) + perPixel[side] * bigSize[0] * bigSize[1];
         const free = memAvailable();
         if (estimate > cap || estimate > free - 2 * GiB) {
           const why = estimate > cap ? `the ${opts.bigCapGiB} GiB cap` : `free memory (${(free / GiB).toFixed(1)} GiB) - 2 GiB`;
@@ -633,8 +633,7 @@ function report(meta, results) {
       const s = pr.segtoolStagesMs;
       if (s) {
         text.push(
-          `  segtool ${model}: network ${Math.round(s.network)} ms (predict at the logits size), full-size upsample+softmax ${Math.round(s.upsampleSoftmax)} ms ` +
-            `(predict ${Math.round(s.predict)}), JS averaging ${Math.round(s.average)} ms, JS argmax ${Math.round(s.argmax)} ms`,
+          `  segtool ${model}: network ${Math.round(s.network)} ms (predictClasses at the logits size), full-size head ${Math.round(s.head)} ms (total ${Math.round(s.total)})`,
         );
       }
       if (pr.pytorch) {

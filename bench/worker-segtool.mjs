@@ -10,17 +10,16 @@
 //
 // Tasks:
 //   infer  segtool's inference path as segment() runs it (lib/segment.ts, without image
-//          decoding and resizing, which the baseline does not time either):
-//          predictMultiScale (model.predict per scale = full-size softmax probabilities,
-//          averaged in a Float32Array) then argmaxClasses. One scale = single-scale.
-//   lean   the memory-lean native path, when this build's SegmentationModel has one.
+//          decoding and resizing, which the baseline does not time either): predictMultiScale
+//          = the network per scale, then the fused native head (upsample, softmax, average
+//          over scales, argmax, row by row). One scale = single-scale.
 //   train  model.trainStep on a 2 x 3 x 256 x 320 batch (SGD, momentum 0.9, wd 1e-4).
 import { createInterface } from 'node:readline';
 import { memory, proceduralFloat32, proceduralLabel, resetPeak } from './common.mjs';
 
 const job = JSON.parse(process.argv[2]);
 const segtool = await import('../dist/index.js');
-const { predictMultiScale, argmaxClasses } = await import('../dist/eval/inference.js');
+const { predictMultiScale } = await import('../dist/eval/inference.js');
 segtool.setNumThreads(job.threads);
 
 const now = () => performance.now();
@@ -29,14 +28,6 @@ const send = (line) => process.stdout.write(`${line}\n`);
 // run's and not V8's lazily collected Float32Arrays of several (run.mjs passes --expose-gc).
 const collect = () => globalThis.gc?.();
 
-/** A lean (tiled argmax) prediction method of SegmentationModel, if this build has one. */
-function leanMethod(model) {
-  for (const name of ['segment', 'predictClasses', 'predictLabels', 'predictLean', 'classify']) {
-    if (typeof model[name] === 'function') return name;
-  }
-  return null;
-}
-
 const [encoder, decoder] = job.model.split('-');
 let t0 = now();
 const model = await segtool.SegmentationModel.create({ encoder, decoder, init: 'procedural' });
@@ -44,62 +35,37 @@ const result = { side: 'segtool', model: job.model, task: job.task, threads: seg
 
 let run; // one run of the task
 let stages = null; // the instrumented run, for infer
-if (job.task === 'infer' || job.task === 'lean') {
+if (job.task === 'infer') {
   model.eval();
   const [H, W] = job.image;
   const inputs = job.scales.map(([w, h]) => ({ data: proceduralFloat32(`bench.input.${h}x${w}`, 3 * h * w), shape: [1, 3, h, w] }));
-  if (job.task === 'infer') {
-    run = async () => {
-      const output = await predictMultiScale(model, inputs, H, W);
-      argmaxClasses(output.probabilities, output.numClass);
-    };
-    // Where segtool's time goes: predictMultiScale's loop written out with timers. The
-    // network's share is model.predict at the logits' own size (no upsampling, a softmax over
-    // h/8 x w/8 pixels: the same native path minus the full-size head).
-    const featureSize = new Map();
-    stages = async () => {
-      const s = { network: 0, predict: 0, average: 0, argmax: 0 };
-      let sum;
-      for (const input of inputs) {
-        if (!featureSize.has(input)) {
-          const f = await model.forward(input);
-          featureSize.set(input, f.logprob.shape.slice(2));
-          f.logprob.dispose();
-          f.logprobDeepsup?.dispose();
-        }
-        t0 = now();
-        (await model.predict(input, { segSize: featureSize.get(input) })).dispose();
-        s.network += now() - t0;
-        t0 = now();
-        const probs = await model.predict(input, { segSize: [H, W] });
-        s.predict += now() - t0;
-        t0 = now();
-        const p = probs.data();
-        sum ??= new Float32Array(p.length);
-        const n = inputs.length;
-        for (let i = 0; i < p.length; i++) sum[i] = sum[i] + Math.fround(p[i] / n);
-        probs.dispose();
-        s.average += now() - t0;
+  run = async () => {
+    await predictMultiScale(model, inputs, H, W);
+  };
+  // Where segtool's time goes: the network (predictClasses at the logits' own size: no
+  // upsampling, the fused head over h/8 x w/8 pixels) against the whole path.
+  const featureSize = new Map();
+  stages = async () => {
+    const s = { network: 0, total: 0 };
+    for (const input of inputs) {
+      if (!featureSize.has(input)) {
+        const f = await model.forward(input);
+        featureSize.set(input, f.logprob.shape.slice(2));
+        f.logprob.dispose();
+        f.logprobDeepsup?.dispose();
       }
       t0 = now();
-      argmaxClasses(sum, 150);
-      s.argmax = now() - t0;
-      s.upsampleSoftmax = s.predict - s.network;
-      return s;
-    };
-  } else {
-    const method = leanMethod(model);
-    if (!method) {
-      result.skipped = 'this build of SegmentationModel has no lean prediction method';
-      run = async () => {};
-    } else {
-      result.method = method;
-      run = async () => {
-        const out = await model[method](inputs.length === 1 ? inputs[0] : inputs, { segSize: [H, W] });
-        for (const v of Object.values(out ?? {})) if (v && typeof v.dispose === 'function') v.dispose();
-      };
+      const out = await model.predictClasses(input, { segSize: featureSize.get(input) });
+      s.network += now() - t0;
+      out.labels.dispose();
+      out.confidence?.dispose();
     }
-  }
+    t0 = now();
+    await predictMultiScale(model, inputs, H, W);
+    s.total = now() - t0;
+    s.head = s.total - s.network;
+    return s;
+  };
 } else if (job.task === 'train') {
   model.train();
   const [B, C, h, w] = job.batch;

@@ -49,6 +49,26 @@ export interface LoadReport {
 }
 
 /** A Tensor, or raw values with a shape (e.g. a batch from lib/data). */
+export interface PredictClassesOptions {
+  /** Output [height, width]; default the first input's size. */
+  segSize?: readonly [number, number];
+  /** Also run every input mirrored left-right and average its (mirrored back) probabilities. */
+  flip?: boolean;
+  /** The top class's probability per pixel; default true. */
+  confidence?: boolean;
+  /** Every class's probability ([batch, numClass, height, width]): the one full-size buffer. */
+  probabilities?: boolean;
+}
+
+export interface ClassPrediction {
+  /** int32 [batch, height, width]: the most probable class (the first on ties, as torch.max). */
+  labels: Tensor;
+  /** float32 [batch, height, width]: its averaged probability. */
+  confidence?: Tensor;
+  /** float32 [batch, numClass, height, width]: averaged probabilities, when asked for. */
+  probabilities?: Tensor;
+}
+
 export type TensorLike = Tensor | { data: TensorData; shape: readonly number[] };
 
 type NamedTensorsLike = Map<string, Tensor> | Record<string, Tensor> | Iterable<[string, Tensor]>;
@@ -91,12 +111,20 @@ function shapeOf(value: TensorLike): readonly number[] {
 export class SegmentationModel {
   readonly #model: NativeModel;
   readonly #outputStride: number;
+  readonly #numClass: number;
   #queue: Promise<unknown> = Promise.resolve();
   #pending = 0;
 
   private constructor(model: NativeModel) {
     this.#model = model;
-    this.#outputStride = model.info().outputStride;
+    const info = model.info();
+    this.#outputStride = info.outputStride;
+    this.#numClass = info.numClass;
+  }
+
+  /** Classes the model predicts (readable while calls are in flight, unlike `info`). */
+  get numClass(): number {
+    return this.#numClass;
   }
 
   /** Logits are computed at input size / outputStride (8 for dilated encoders, 4 for UPerNet and HRNet). */
@@ -277,6 +305,54 @@ export class SegmentationModel {
     return this.#enqueue(() =>
       withTensor('input', input, 'float32', async (t) => new Tensor(await this.#model.forwardProbs(t.handle, height, width))),
     );
+  }
+
+  /**
+   * The most probable class per pixel at `segSize`, averaged over `inputs` (the same image(s)
+   * at several scales, each [batch, 3, h, w]) as the reference's multi-scale testing: each
+   * input's logits upsampled bilinearly (align_corners=false), softmax, mean over inputs,
+   * argmax. Computed natively row by row: no [numClass, height, width] buffer exists unless
+   * `probabilities` is asked for (a 12-megapixel image needs ~0.2 GB beyond the network).
+   */
+  predictClasses(inputs: TensorLike | readonly TensorLike[], options: PredictClassesOptions = {}): Promise<ClassPrediction> {
+    const list: readonly TensorLike[] = Array.isArray(inputs) ? inputs : [inputs as TensorLike];
+    if (list.length === 0) throw invalid('inputs', 'one or more [batch, 3, H, W] inputs', inputs);
+    list.forEach((input) => this.#checkInput(input));
+    const batch = shapeOf(list[0]!)[0]!;
+    for (const input of list) {
+      if (shapeOf(input)[0] !== batch) {
+        throw new SegtoolError('ERR_INVALID_ARG', `Every input must have the same batch size (${batch}) but one has [${shapeOf(input).join(', ')}]`);
+      }
+    }
+    const first = shapeOf(list[0]!);
+    const [height, width] = options.segSize ?? [first[2]!, first[3]!];
+    expectInteger('segSize[0]', height, 1, 1 << 16);
+    expectInteger('segSize[1]', width, 1, 1 << 16);
+    const flags = {
+      flip: options.flip === undefined ? false : expectBoolean('flip', options.flip),
+      confidence: options.confidence === undefined ? true : expectBoolean('confidence', options.confidence),
+      probabilities: options.probabilities === undefined ? false : expectBoolean('probabilities', options.probabilities),
+    };
+    return this.#enqueue(async () => {
+      const temporaries: Tensor[] = [];
+      try {
+        const handles = list.map((input, i) => {
+          if (input instanceof Tensor) return input.handle;
+          if (!input || typeof input !== 'object' || !('data' in input)) throw invalid(`inputs[${i}]`, 'a Tensor or {data, shape}', input);
+          const t = Tensor.from(input.data, input.shape, 'float32');
+          temporaries.push(t);
+          return t.handle;
+        });
+        const out = await this.#model.predict(handles, height, width, flags);
+        return {
+          labels: new Tensor(out.labels),
+          ...(out.confidence ? { confidence: new Tensor(out.confidence) } : {}),
+          ...(out.probabilities ? { probabilities: new Tensor(out.probabilities) } : {}),
+        };
+      } finally {
+        for (const t of temporaries) t.dispose();
+      }
+    });
   }
 
   /**

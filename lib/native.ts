@@ -69,6 +69,12 @@ export interface NativeModel {
   setMode(mode: { training?: boolean; fixBn?: boolean; bnMomentum?: number; dropout?: number }): void;
   forwardFeatures(input: NativeTensor): Promise<{ logprob: NativeTensor; logprobDeepsup?: NativeTensor }>;
   forwardProbs(input: NativeTensor, height: number, width: number): Promise<NativeTensor>;
+  predict(
+    inputs: NativeTensor[],
+    height: number,
+    width: number,
+    options: { flip: boolean; confidence: boolean; probabilities: boolean },
+  ): Promise<{ labels: NativeTensor; confidence?: NativeTensor; probabilities?: NativeTensor }>;
   trainStep(
     input: NativeTensor,
     label: NativeTensor,

@@ -21,7 +21,7 @@ import {
 } from './data/index.js';
 import { normalizeInto } from './data/normalize.js';
 import { SegtoolError } from './errors.js';
-import { argmaxClasses, predictMultiScale } from './eval/inference.js';
+import { predictMultiScale } from './eval/inference.js';
 import { ADE20K_CLASS_NAMES } from './eval/palette.js';
 import { classCoverage, type ClassCoverage } from './eval/visualize.js';
 import { createModelWithWeights, resolveWeightFiles } from './eval/weights.js';
@@ -38,6 +38,8 @@ export interface SegmentOptions extends DecodeOptions {
   normalize?: NormalizePreset;
   /** Keep the averaged class probabilities ([numClass, height, width]) in the result. */
   probabilities?: boolean;
+  /** Also average every scale mirrored left-right (not in the reference; ~2x the time). */
+  flip?: boolean;
   /** Classes listed in `classes` cover more than this fraction of the image; default 0.001. */
   minCoverage?: number;
   /** Class names for `classes`; default the ADE20K names when the model has 150 classes. */
@@ -86,6 +88,7 @@ interface ResolvedOptions {
   geometry: { imgSizes: number[]; imgMaxSize: number; paddingConstant: number };
   normalize: NormalizePreset;
   probabilities: boolean;
+  flip: boolean;
   minCoverage: number;
   names?: readonly string[];
   decode: DecodeOptions;
@@ -102,6 +105,7 @@ function resolveOptions(options: SegmentOptions): ResolvedOptions {
     },
     normalize: expectOneOf('options.normalize', options.normalize ?? 'imagenet', ['imagenet', 'legacy-bgr'] as const),
     probabilities: options.probabilities === undefined ? false : expectBoolean('options.probabilities', options.probabilities),
+    flip: options.flip === undefined ? false : expectBoolean('options.flip', options.flip),
     minCoverage: expectNumber('options.minCoverage', options.minCoverage ?? 0.001, 0, 1),
     ...(options.names ? { names: options.names } : {}),
     decode: { ...(options.exif ? { exif: options.exif } : {}), ...(options.decoder ? { decoder: options.decoder } : {}) },
@@ -120,8 +124,8 @@ async function finish(
   options: ResolvedOptions,
 ): Promise<SegmentResult> {
   const tic = performance.now();
-  const output = await predictMultiScale(model, inputs, image.height, image.width);
-  const { labels, confidence } = argmaxClasses(output.probabilities, output.numClass);
+  const output = await predictMultiScale(model, inputs, image.height, image.width, { flip: options.flip, probabilities: options.probabilities });
+  const { labels, confidence } = output;
   const seconds = (performance.now() - tic) / 1000;
   const names = options.names ?? (output.numClass === ADE20K_CLASS_NAMES.length ? ADE20K_CLASS_NAMES : undefined);
   return {

@@ -27,26 +27,124 @@ function randomInput(h, w, seed) {
   return { data, shape: [1, 3, h, w] };
 }
 
-test('predictMultiScale averages each scale\'s probabilities at the requested size', async () => {
-  const inputs = [randomInput(40, 48, 1), randomInput(56, 64, 2)];
-  const out = await predictMultiScale(model, inputs, 30, 36);
-  assert.equal(out.numClass, 150);
-  assert.equal(out.probabilities.length, 150 * 30 * 36);
-  const expected = new Float32Array(150 * 30 * 36);
+// The full-size path computed piece by piece in JS: every scale's softmax at [h, w] (one
+// [150, h, w] buffer each, as the reference), mirrored inputs mirrored back, averaged.
+async function expectedProbabilities(inputs, h, w, { flip = false } = {}) {
+  const runs = [];
   for (const input of inputs) {
-    const p = await model.predict(input, { segSize: [30, 36] });
+    runs.push({ input, mirrored: false });
+    if (flip) runs.push({ input: mirror(input), mirrored: true });
+  }
+  const expected = new Float32Array(150 * h * w);
+  for (const { input, mirrored } of runs) {
+    const p = await model.predict(input, { segSize: [h, w] });
     const values = p.data();
-    for (let i = 0; i < values.length; i++) expected[i] = expected[i] + Math.fround(values[i] / 2);
+    for (let c = 0; c < 150; c++) {
+      for (let y = 0; y < h; y++) {
+        for (let x = 0; x < w; x++) {
+          const i = (c * h + y) * w + x;
+          const v = values[(c * h + y) * w + (mirrored ? w - 1 - x : x)];
+          expected[i] = expected[i] + Math.fround(v / runs.length);
+        }
+      }
+    }
     p.dispose();
   }
-  assert.deepEqual(out.probabilities, expected);
-  // Still a distribution per pixel.
-  const pixels = 30 * 36;
+  return expected;
+}
+
+function mirror({ data, shape }) {
+  const [n, ch, h, w] = shape;
+  const out = new Float32Array(data.length);
+  for (let r = 0; r < n * ch * h; r++) for (let x = 0; x < w; x++) out[r * w + x] = data[r * w + w - 1 - x];
+  return { data: out, shape };
+}
+
+// Labels must agree except where the top two expected probabilities are within `margin`.
+function assertLabels(got, probs, pixels, margin = 1e-5) {
+  const { labels } = argmaxClasses(probs, 150);
+  let differ = 0;
+  for (let i = 0; i < pixels; i++) {
+    if (got[i] === labels[i]) continue;
+    const gap = Math.abs(probs[labels[i] * pixels + i] - probs[got[i] * pixels + i]);
+    assert.ok(gap < margin, `pixel ${i}: class ${got[i]} vs ${labels[i]}, probability gap ${gap}`);
+    differ++;
+  }
+  return differ;
+}
+
+function maxAbsDiff(a, b) {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+test('predictMultiScale averages each scale\'s probabilities at the requested size (native, row by row)', async () => {
+  const inputs = [randomInput(40, 48, 1), randomInput(56, 64, 2)];
+  const h = 30, w = 36, pixels = h * w;
+  const out = await predictMultiScale(model, inputs, h, w, { probabilities: true });
+  assert.equal(out.numClass, 150);
+  assert.equal(out.probabilities.length, 150 * pixels);
+  const expected = await expectedProbabilities(inputs, h, w);
+  const err = maxAbsDiff(out.probabilities, expected);
+  assert.ok(err < 2e-6, `max |probability error| ${err}`);
+  assertLabels(out.labels, expected, pixels);
+  const { confidence } = argmaxClasses(expected, 150);
+  assert.ok(maxAbsDiff(out.confidence, confidence) < 2e-6);
   for (const i of [0, 17, pixels - 1]) {
     let sum = 0;
     for (let c = 0; c < 150; c++) sum += out.probabilities[c * pixels + i];
     assert.ok(Math.abs(sum - 1) < 1e-4);
   }
+  // Without probabilities: the same labels and confidence, and no full-size buffer.
+  const lean = await predictMultiScale(model, inputs, h, w);
+  assert.equal(lean.probabilities, undefined);
+  assert.deepEqual(lean.labels, out.labels);
+  assert.deepEqual(lean.confidence, out.confidence);
+});
+
+test('predictClasses: one scale, flip, batches, and sizes that are not multiples of the stride', async () => {
+  const input = randomInput(37, 53, 5);
+  for (const [h, w] of [[37, 53], [101, 7], [5, 240]]) {
+    const expected = await expectedProbabilities([input], h, w);
+    const out = await model.predictClasses(input, { segSize: [h, w] });
+    assert.deepEqual(out.labels.shape, [1, h, w]);
+    assert.equal(out.labels.dtype, 'int32');
+    assert.equal(out.probabilities, undefined);
+    assertLabels(out.labels.data(), expected, h * w);
+    assert.ok(maxAbsDiff(out.confidence.data(), argmaxClasses(expected, 150).confidence) < 2e-6);
+    out.labels.dispose();
+    out.confidence.dispose();
+  }
+  // Flip: the mirrored image's probabilities, mirrored back, averaged in.
+  const expected = await expectedProbabilities([input], 37, 53, { flip: true });
+  const flipped = await predictMultiScale(model, [input], 37, 53, { flip: true, probabilities: true });
+  assert.ok(maxAbsDiff(flipped.probabilities, expected) < 2e-6);
+  assertLabels(flipped.labels, expected, 37 * 53);
+  // A batch of two: each image as if alone.
+  const second = randomInput(37, 53, 6);
+  const batch = { data: Float32Array.from([...input.data, ...second.data]), shape: [2, 3, 37, 53] };
+  const both = await model.predictClasses(batch, { confidence: false });
+  assert.equal(both.confidence, undefined);
+  const alone = await model.predictClasses(second);
+  assert.deepEqual(both.labels.data().subarray(37 * 53), alone.labels.data());
+  for (const t of [both.labels, alone.labels, alone.confidence]) t.dispose();
+  assert.throws(() => model.predictClasses([input, randomInput(8, 8, 1), batch]), /same batch size/);
+  assert.throws(() => model.predictClasses([]), /inputs/);
+  assert.throws(() => model.predictClasses(input, { segSize: [0, 4] }), /segSize/);
+  assert.throws(() => model.predictClasses(input, { flip: 'yes' }), /flip/);
+});
+
+test('predictClasses at 2000 x 1500 holds no full-size class scores (RSS grows far less than 150 x H x W floats)', async () => {
+  const input = randomInput(48, 72, 9);
+  const before = process.memoryUsage().rss;
+  const out = await model.predictClasses(input, { segSize: [1500, 2000] });
+  const grown = (process.memoryUsage().rss - before) / 2 ** 20;
+  console.log(`# predictClasses 2000x1500: RSS +${grown.toFixed(0)} MiB (the full-size path would hold ${((150 * 3e6 * 4) / 2 ** 20).toFixed(0)} MiB of scores)`);
+  assert.ok(grown < 400, `RSS grew ${grown.toFixed(0)} MiB`);
+  assert.deepEqual(out.labels.shape, [1, 1500, 2000]);
+  out.labels.dispose();
+  out.confidence.dispose();
 });
 
 test('argmaxClasses picks the most probable class, the first one on ties', () => {
@@ -80,7 +178,7 @@ test('evaluate: dataset metrics over every scale equal the per-image pieces', as
     assert.deepEqual(sample.images.map((i) => i.shape), valTargetSizes({ width: 40, height: 32 }, { imgSizes: [32, 48] }).map(([w, h]) => [1, 3, h, w]));
     const out = await predictMultiScale(model, sample.images, 32, 40);
     const label = await readLabel(records[sample.index].annotation);
-    expected.add(argmaxClasses(out.probabilities, 150).labels, Int32Array.from(label.data, (v) => v - 1));
+    expected.add(out.labels, Int32Array.from(label.data, (v) => v - 1));
   }
   const summary = expected.summary();
   assert.equal(result.images, 3);

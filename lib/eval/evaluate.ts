@@ -14,7 +14,7 @@ import { SegmentationModel } from '../model.js';
 import { setNumThreads } from '../tensor.js';
 import { readSampleList, resolveConfigInput, writeJsonAtomic, type ConfigInput } from '../train/common.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
-import { argmaxClasses, predictMultiScale } from './inference.js';
+import { predictMultiScale } from './inference.js';
 import { MetricsAccumulator } from './metrics.js';
 import { ADE20K_CLASS_NAMES } from './palette.js';
 import { encodePng } from './png.js';
@@ -144,8 +144,7 @@ export async function evaluate(config: ConfigInput, options: EvaluateOptions = {
     for await (const sample of loader) {
       if (options.signal?.aborted) throw new SegtoolError('ERR_ABORTED', `Evaluation stopped after ${done} of ${records.length} images`);
       const tic = performance.now();
-      const output = await predictMultiScale(model, sample.images, sample.height, sample.width);
-      const { labels: pred } = argmaxClasses(output.probabilities, output.numClass);
+      const { labels: pred } = await predictMultiScale(model, sample.images, sample.height, sample.width);
       const seconds = (performance.now() - tic) / 1000;
       inferenceSeconds += seconds;
       const label = sample.label!.data;

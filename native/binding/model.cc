@@ -63,6 +63,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::set_mode>("setMode"),
                            InstanceMethod<&ModelHandle::forward_features>("forwardFeatures"),
                            InstanceMethod<&ModelHandle::forward_probs>("forwardProbs"),
+                           InstanceMethod<&ModelHandle::predict>("predict"),
                            InstanceMethod<&ModelHandle::train_step>("trainStep"),
                            InstanceMethod<&ModelHandle::optimizer_state>("optimizerState"),
                            InstanceMethod<&ModelHandle::set_optimizer_state>("setOptimizerState"),
@@ -224,6 +225,35 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return run<at::Tensor>(
         info.Env(), [input, h, w](nn::SegmentationModel& m) { return m.forward_probs(input, h, w); },
         [](Napi::Env env, at::Tensor& probs) -> Napi::Value { return TensorHandle::wrap(env, probs); });
+  }
+
+  // predict(inputs[], height, width, {flip, confidence, probabilities}) ->
+  //   Promise<{labels: int32 [B, H, W], confidence?: float32 [B, H, W], probabilities?: [B, C, H, W]}>
+  Napi::Value predict(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsArray()) throw_error(env, "ERR_INVALID_ARG", "predict: inputs must be an array of tensors");
+    Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<at::Tensor> inputs;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string what = "inputs[" + std::to_string(i) + "]";
+      inputs.push_back(TensorHandle::unwrap(list.Get(i), what.c_str()));
+    }
+    int64_t h = info[1].As<Napi::Number>().Int64Value();
+    int64_t w = info[2].As<Napi::Number>().Int64Value();
+    Napi::Object o = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
+    const bool flip = o.Get("flip").ToBoolean();
+    nn::PredictOptions options;
+    options.confidence = !o.Get("confidence").IsBoolean() || o.Get("confidence").ToBoolean();
+    options.probabilities = o.Get("probabilities").ToBoolean();
+    return run<nn::Prediction>(
+        env, [inputs, h, w, flip, options](nn::SegmentationModel& m) { return m.predict(inputs, h, w, flip, options); },
+        [](Napi::Env env, nn::Prediction& p) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("labels", TensorHandle::wrap(env, p.pred));
+          if (p.prob.defined()) out.Set("confidence", TensorHandle::wrap(env, p.prob));
+          if (p.probabilities.defined()) out.Set("probabilities", TensorHandle::wrap(env, p.probabilities));
+          return out;
+        });
   }
 
   // trainStep(input, label, {lrEncoder, lrDecoder, momentum, weightDecay, deepSupScale})

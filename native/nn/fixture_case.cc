@@ -232,8 +232,8 @@ FixtureCaseResult run_fixture_case(const std::string& path, const FixtureCheckOp
     const auto [prob, pred] = probs.max(1);
     out.push_back(compare_pred("eval.pred", pred, find(t, "eval.pred"), find(t, "eval.pred_margin")));
     out.push_back(compare_log_prob("eval.pred_prob", prob, find(t, "eval.pred_prob"), range));
-    // The banded path (a few rows per band) must give the same.
-    const Prediction banded = predict_from_logits({model.forward_logits(eval_input)}, h, w, 150 * w * 5);
+    // The fused row-by-row path must give the same.
+    const Prediction banded = model.predict({eval_input}, h, w);
     out.push_back(compare_pred("predict.pred", banded.pred, find(t, "eval.pred"), find(t, "eval.pred_margin")));
     out.push_back(compare_log_prob("predict.prob", banded.prob, find(t, "eval.pred_prob"), range));
   }

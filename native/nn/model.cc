@@ -183,8 +183,15 @@ at::Tensor SegmentationModel::forward_logits(const at::Tensor& input) {
   return run(input, training_, /*with_deepsup=*/false).logits;
 }
 
-Prediction SegmentationModel::predict(const at::Tensor& input, int64_t out_h, int64_t out_w) {
-  return predict_from_logits({forward_logits(input)}, out_h, out_w);
+Prediction SegmentationModel::predict(const std::vector<at::Tensor>& inputs, int64_t out_h, int64_t out_w, bool flip,
+                                       const PredictOptions& options) {
+  c10::InferenceMode inference;
+  std::vector<at::Tensor> logits;
+  for (const auto& input : inputs) {
+    logits.push_back(forward_logits(input));
+    if (flip) logits.push_back(forward_logits(input.flip({3})).flip({3}));
+  }
+  return predict_from_logits(logits, out_h, out_w, options);
 }
 
 double pixel_accuracy(const at::Tensor& logprob, const at::Tensor& label) {

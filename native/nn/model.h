@@ -110,8 +110,11 @@ class SegmentationModel {
 
   // Raw main-head logits at feature resolution (for multi-scale: predict_from_logits).
   at::Tensor forward_logits(const at::Tensor& input);
-  // Argmax and max probability at out_h x out_w without a full-size score tensor (predict.h).
-  Prediction predict(const at::Tensor& input, int64_t out_h, int64_t out_w);
+  // Argmax and max probability at out_h x out_w without a full-size score tensor (predict.h):
+  // every input (the same image(s) at one scale each) through the network, with `flip` also
+  // mirrored left-right (its logits mirrored back), the probabilities averaged over all.
+  Prediction predict(const std::vector<at::Tensor>& inputs, int64_t out_h, int64_t out_w, bool flip = false,
+                     const PredictOptions& options = {});
 
   // One step: forward (training mode unless fix_bn), NLL (ignore -1) + deep_sup_scale x the
   // deep-supervision NLL, pixel accuracy, backward, SGD with momentum (PyTorch semantics).

@@ -1,5 +1,7 @@
 #include "nn/predict.h"
 
+#include "ops/cpu/class_prediction.h"
+
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/softmax.h>
@@ -68,19 +70,18 @@ at::Tensor upsample_band(const at::Tensor& logits, int64_t out_h, int64_t out_w,
 
 }  // namespace
 
-Prediction predict_from_logits(const std::vector<at::Tensor>& logits, int64_t out_h, int64_t out_w,
-                               int64_t band_elements) {
-  if (logits.empty()) throw std::invalid_argument("predict_from_logits: no logits");
-  c10::InferenceMode inference;
+namespace {
+
+// Device-agnostic path (CUDA tensors): ATen ops on bands of rows.
+Prediction predict_in_bands(const std::vector<at::Tensor>& logits, int64_t out_h, int64_t out_w,
+                            const PredictOptions& options) {
   const int64_t batch = logits[0].size(0), classes = logits[0].size(1);
-  for (const auto& l : logits)
-    if (l.dim() != 4 || l.size(0) != batch || l.size(1) != classes)
-      throw std::invalid_argument("predict_from_logits: logits of every scale must be B x C x h x w with equal B, C");
-  const auto options = logits[0].options();
+  const auto tensor_options = logits[0].options().dtype(at::kFloat);
   Prediction p;
-  p.pred = at::empty({batch, out_h, out_w}, options.dtype(at::kLong));
-  p.prob = at::empty({batch, out_h, out_w}, options.dtype(at::kFloat));
-  const int64_t rows = std::max<int64_t>(1, band_elements / std::max<int64_t>(1, batch * classes * out_w));
+  p.pred = at::empty({batch, out_h, out_w}, tensor_options.dtype(at::kInt));
+  if (options.confidence) p.prob = at::empty({batch, out_h, out_w}, tensor_options);
+  if (options.probabilities) p.probabilities = at::empty({batch, classes, out_h, out_w}, tensor_options);
+  const int64_t rows = std::max<int64_t>(1, options.band_elements / std::max<int64_t>(1, batch * classes * out_w));
   const double n = static_cast<double>(logits.size());
   for (int64_t y0 = 0; y0 < out_h; y0 += rows) {
     const int64_t y1 = std::min(out_h, y0 + rows);
@@ -96,7 +97,42 @@ Prediction predict_from_logits(const std::vector<at::Tensor>& logits, int64_t ou
     }
     auto [max_prob, argmax] = scores.max(1);
     p.pred.narrow(1, y0, y1 - y0).copy_(argmax);
-    p.prob.narrow(1, y0, y1 - y0).copy_(max_prob);
+    if (options.confidence) p.prob.narrow(1, y0, y1 - y0).copy_(max_prob);
+    if (options.probabilities) p.probabilities.narrow(2, y0, y1 - y0).copy_(scores);
+  }
+  return p;
+}
+
+}  // namespace
+
+Prediction predict_from_logits(const std::vector<at::Tensor>& logits, int64_t out_h, int64_t out_w,
+                               const PredictOptions& options) {
+  if (logits.empty()) throw std::invalid_argument("predict_from_logits: no logits");
+  if (out_h < 1 || out_w < 1) throw std::invalid_argument("predict_from_logits: the output size must be positive");
+  c10::InferenceMode inference;
+  const int64_t batch = logits[0].size(0), classes = logits[0].size(1);
+  for (const auto& l : logits)
+    if (l.dim() != 4 || l.size(0) != batch || l.size(1) != classes || l.device() != logits[0].device())
+      throw std::invalid_argument("predict_from_logits: logits of every scale must be B x C x h x w with equal B, C and device");
+  if (!logits[0].device().is_cpu()) return predict_in_bands(logits, out_h, out_w, options);
+
+  std::vector<at::Tensor> contiguous;
+  for (const auto& l : logits) contiguous.push_back(l.to(at::kFloat).contiguous());
+  const auto cpu = at::TensorOptions().dtype(at::kFloat);
+  Prediction p;
+  p.pred = at::empty({batch, out_h, out_w}, cpu.dtype(at::kInt));
+  if (options.confidence) p.prob = at::empty({batch, out_h, out_w}, cpu);
+  if (options.probabilities) p.probabilities = at::empty({batch, classes, out_h, out_w}, cpu);
+  const int64_t plane = out_h * out_w;
+  for (int64_t b = 0; b < batch; ++b) {
+    std::vector<ops::cpu::ClassLogits> scales;
+    for (const auto& l : contiguous)
+      scales.push_back({l.data_ptr<float>() + b * classes * l.size(2) * l.size(3), l.size(2), l.size(3)});
+    ops::cpu::ClassPredictionOutputs out;
+    out.labels = p.pred.data_ptr<int32_t>() + b * plane;
+    if (options.confidence) out.confidence = p.prob.data_ptr<float>() + b * plane;
+    if (options.probabilities) out.probabilities = p.probabilities.data_ptr<float>() + b * classes * plane;
+    ops::cpu::predict_classes(scales, classes, out_h, out_w, out);
   }
   return p;
 }

@@ -10,17 +10,25 @@
 
 namespace segtool::nn {
 
+struct PredictOptions {
+  bool confidence = true;      // the top class's averaged probability per pixel
+  bool probabilities = false;  // every class's averaged probability (B x C x H x W)
+  // Non-CPU tensors: rows per band such that B x C x rows x out_w stays under this (16 MiB).
+  int64_t band_elements = int64_t(1) << 22;
+};
+
 struct Prediction {
-  at::Tensor pred;  // int64 B x H x W: argmax over classes of the averaged probabilities
-  at::Tensor prob;  // float32 B x H x W: that maximum probability
+  at::Tensor pred;           // int32 B x H x W: argmax over classes of the averaged probabilities
+  at::Tensor prob;           // float32 B x H x W: that maximum probability (if asked)
+  at::Tensor probabilities;  // float32 B x C x H x W (if asked)
 };
 
 // `logits`: one B x C x h_i x w_i tensor per scale (any h_i, w_i; same B and C). The
 // probabilities of each scale (softmax of its logits upsampled to out_h x out_w) are averaged
-// as the reference's multi-scale evaluation does (scores += p / n). Peak extra memory is about
-// (2 + scales) x band_elements floats plus the B x H x W outputs; band_elements bounds
-// B x C x rows x out_w of one band (default 4 Mi elements = 16 MiB).
+// as the reference's multi-scale evaluation does (scores += p / n). On CPU one fused pass per
+// output row (ops/cpu/class_prediction.h): a few rows of C x out_w scores per thread, nothing
+// of C x H x W unless `probabilities` is asked for.
 Prediction predict_from_logits(const std::vector<at::Tensor>& logits, int64_t out_h, int64_t out_w,
-                               int64_t band_elements = int64_t(1) << 22);
+                               const PredictOptions& options = {});
 
 }  // namespace segtool::nn
