@@ -232,6 +232,12 @@ export function native(): NativeAddon {
   if (loaded) return loaded;
   const path = addonCandidates().find((candidate) => existsSync(candidate));
   if (!path) throw explainLoadFailure(undefined, new Error('no built addon found'));
+  // OpenMP reads OMP_WAIT_POLICY when LibTorch loads. Its default lets idle intra-op threads
+  // spin for a while after every parallel region; in a Node process that shares its cores with
+  // the event loop (and on any loaded machine) spinning threads steal the cores the work
+  // needs: training steps measured 2-10x slower, erratically, on a busy 2-core machine.
+  // Passive unless the user chose.
+  process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
   let addon: NativeAddon;
   try {
     addon = createRequire(import.meta.url)(path) as NativeAddon;
