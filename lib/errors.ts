@@ -14,6 +14,7 @@ export type SegtoolErrorCode =
   | 'ERR_ABORTED' // an AbortSignal fired
   | 'ERR_ADDON_LOAD' // the native addon could not be loaded
   | 'ERR_DISTRIBUTED' // a rank failed, timed out, or the rendezvous failed
+  | 'ERR_DEVICE' // a device (CUDA, cuda:N) is not available in this build or on this machine
   | 'ERR_NATIVE'; // LibTorch reported an error
 
 export class SegtoolError extends Error {

@@ -4,6 +4,7 @@ export { Tensor, liveTensorCount, setNumThreads, getNumThreads, type Dtype, type
 export { native, addonCandidates, type BuildInfo } from './native.js';
 export { loadSafetensors, saveSafetensors, disposeAll, type NamedTensors, type TensorFile } from './io/safetensors.js';
 export { systemInfo, type SystemInfo } from './system.js';
+export { cudaStatus, checkDevice, type DeviceName, type Precision, type RuntimeOptions, type CudaStatus } from './device.js';
 export {
   SegmentationModel,
   architectures,
@@ -24,6 +25,26 @@ export * from './train/index.js';
 export { evaluate, type EvaluateOptions, type EvaluateEvent, type EvaluateResult, type ClassResult } from './eval/evaluate.js';
 export { predictMultiScale, argmaxClasses } from './eval/inference.js';
 export { segment, segmentFiles, findImages, loadModel, segmentOptionsFromConfig } from './segment.js';
+export {
+  Segmenter,
+  SEGMENT_OUTPUTS,
+  type SegmenterOptions,
+  type SegmenterInput,
+  type SegmenterDevice,
+  type SegmenterStats,
+  type RawPixels,
+  type SegmentOutput,
+  type SegmentRequestOptions,
+  type SegmentationResult,
+  type SegmentResultFor,
+  type SegmentationBase,
+  type SegmentTimings,
+  type ClassSummary,
+  type LabelsOutput,
+  type SummaryOutput,
+  type PngOutput,
+  type ProbabilitiesOutput,
+} from './segmenter.js';
 export { runDemo, DEMO_DEFAULTS, type DemoOptions, type DemoResult } from './demo/demo.js';
 export { generateSyntheticDataset, syntheticScene, SYNTHETIC_CLASSES } from './demo/synthetic.js';
 export * from './dist/index.js';

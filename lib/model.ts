@@ -4,6 +4,8 @@
  * so no libuv thread waits on another's lock).
  */
 import { DECODER_NAMES, ENCODER_CHANNELS, ENCODER_NAMES, type DecoderName, type EncoderName } from './config/names.js';
+import { Communicator } from './dist/communicator.js';
+import { checkDevice, checkRuntime, type DeviceName, type Precision, type RuntimeOptions } from './device.js';
 import { SegtoolError } from './errors.js';
 import { native, type NamedNativeTensors, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';
 import { Tensor, type TensorData } from './tensor.js';
@@ -26,6 +28,14 @@ export interface ModelOptions {
   dropout?: number;
   /** 'reference' (the reference's random initialisation) or 'procedural' (the fixtures' deterministic weights). */
   init?: 'reference' | 'procedural';
+  /** Where the model computes: 'cpu' (default), 'cuda' or 'cuda:N'. Inputs are copied there, outputs come back on the CPU. */
+  device?: DeviceName;
+  /** 'fp32' (default) or 'bf16' (autocast on CUDA only). */
+  precision?: Precision;
+  /** Inputs in channels-last memory format (CPU and CUDA). */
+  channelsLast?: boolean;
+  /** cuDNN benchmark mode (CUDA; a process-wide setting). */
+  cudnnBenchmark?: boolean;
 }
 
 export interface TrainStepOptions {
@@ -114,6 +124,7 @@ export class SegmentationModel {
   readonly #numClass: number;
   #queue: Promise<unknown> = Promise.resolve();
   #pending = 0;
+  #communicator: Communicator | null = null;
 
   private constructor(model: NativeModel) {
     this.#model = model;
@@ -135,7 +146,7 @@ export class SegmentationModel {
   /** Builds a model (off the main thread: large encoders take a moment to initialise). */
   static async create(options: ModelOptions): Promise<SegmentationModel> {
     if (!options || typeof options !== 'object') throw invalid('options', 'an object with encoder and decoder', options);
-    const known = new Set(['encoder', 'decoder', 'fcDim', 'numClass', 'bnMomentum', 'bnEps', 'dropout', 'init']);
+    const known = new Set(['encoder', 'decoder', 'fcDim', 'numClass', 'bnMomentum', 'bnEps', 'dropout', 'init', 'device', 'precision', 'channelsLast', 'cudnnBenchmark']);
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new SegtoolError('ERR_INVALID_ARG', `Unknown model option "${key}" (expected one of ${[...known].join(', ')})`);
     }
@@ -146,6 +157,8 @@ export class SegmentationModel {
     if (fcDim !== channels) {
       throw new SegtoolError('ERR_INVALID_ARG', `Expected fcDim ${channels} for encoder ${encoder} (its output channels) but received ${fcDim}`);
     }
+    const device = options.device === undefined ? 'cpu' : checkDevice('device', options.device);
+    const runtime = checkRuntime('options', options, device);
     const handle = await native().createModel({
       encoder,
       decoder,
@@ -155,6 +168,8 @@ export class SegmentationModel {
       bnEps: options.bnEps === undefined ? 1e-5 : expectNumber('bnEps', options.bnEps, Number.MIN_VALUE, 1),
       dropout: options.dropout === undefined ? 0.1 : expectNumber('dropout', options.dropout, 0, 1),
       init: options.init === undefined ? 'reference' : expectOneOf('init', options.init, ['reference', 'procedural'] as const),
+      device,
+      ...runtime,
     });
     return new SegmentationModel(handle);
   }
@@ -382,7 +397,7 @@ export class SegmentationModel {
     };
     return this.#enqueue(() =>
       withTensor('input', input, 'float32', (x) =>
-        withTensor('label', label, 'int64', (y) => this.#model.trainStep(x.handle, y.handle, step)),
+        withTensor('label', label, 'int64', (y) => this.#collective(() => this.#model.trainStep(x.handle, y.handle, step))),
       ),
     );
   }
@@ -395,6 +410,84 @@ export class SegmentationModel {
   setOptimizerState(state: NamedTensorsLike): Promise<void> {
     const entries = toNamedNative('state', state);
     return this.#enqueue(() => this.#model.setOptimizerState(entries));
+  }
+
+  /** The device the model computes on ('cpu', 'cuda:0', ...). */
+  get device(): string {
+    return this.#idle().info().device;
+  }
+
+  /**
+   * Moves the model (parameters, buffers, SGD momentum) to `device`: 'cpu', 'cuda' or 'cuda:N'.
+   * ERR_DEVICE when this build or machine has no such device; bf16 precision needs a CUDA device.
+   */
+  to(device: DeviceName): Promise<void> {
+    const target = checkDevice('device', device);
+    // bf16 on a CPU target is refused natively (ERR_INVALID_ARG) when the move runs.
+    return this.#enqueue(() => this.#model.to(target));
+  }
+
+  /** Precision ('fp32' | 'bf16', CUDA only), channels-last inputs and cuDNN benchmark mode for later calls. */
+  setRuntime(options: RuntimeOptions): void {
+    if (!options || typeof options !== 'object') throw invalid('options', 'an object', options);
+    for (const key of Object.keys(options)) {
+      if (!['precision', 'channelsLast', 'cudnnBenchmark'].includes(key)) {
+        throw new SegtoolError('ERR_INVALID_ARG', `Unknown runtime option "${key}" (expected one of precision, channelsLast, cudnnBenchmark)`);
+      }
+    }
+    const model = this.#idle();
+    const info = model.info();
+    const merged = { precision: info.precision, channelsLast: info.channelsLast, cudnnBenchmark: info.cudnnBenchmark, ...options };
+    model.setRuntime(checkRuntime('options', merged, info.device as DeviceName));
+  }
+
+  /** The communicator attached by setCommunicator, or null. */
+  get communicator(): Communicator | null {
+    return this.#communicator;
+  }
+
+  /**
+   * Distributed training, one process per rank (like DistributedDataParallel + SyncBatchNorm):
+   * attaches `communicator` and copies rank 0's parameters and buffers to every rank, so all
+   * start identical — a collective: every rank calls it. From then on `trainStep` averages the
+   * gradients over ranks (bucketed all-reduce) before the SGD update and reports the loss and
+   * accuracy averaged over ranks (the reference's mean over its GPUs), so every rank's weights
+   * stay identical. `syncBatchNorm` (default 'exact'): training-mode BatchNorm normalises with
+   * the statistics of every rank's batch, equal to BatchNorm over the concatenated batch;
+   * 'reference' uses the reference's formula and keeps its `_tmp_running_*` buffers; false
+   * keeps per-rank statistics. Training calls are collectives too: every rank makes the same
+   * ones in the same order (they are queued with the communicator's other calls from this
+   * process). A communicator with a world of one and 'exact' is plain BatchNorm. null detaches
+   * (the communicator is not destroyed); null with an explicit syncBatchNorm runs the SyncBN op
+   * in this process alone (the reference's formula, or the op's own arithmetic to compare a
+   * distributed run with).
+   */
+  setCommunicator(communicator: Communicator | null, options: { syncBatchNorm?: 'exact' | 'reference' | false } = {}): Promise<void> {
+    if (communicator !== null && !(communicator instanceof Communicator)) throw invalid('communicator', 'a Communicator or null', communicator);
+    if (communicator?.destroyed) throw new SegtoolError('ERR_DISPOSED', 'The communicator given to setCommunicator was destroyed');
+    if (!options || typeof options !== 'object') throw invalid('options', 'an object', options);
+    const syncBatchNorm =
+      options.syncBatchNorm === undefined
+        ? communicator
+          ? 'exact'
+          : false
+        : options.syncBatchNorm === false
+          ? false
+          : expectOneOf('options.syncBatchNorm', options.syncBatchNorm, ['exact', 'reference'] as const);
+    return this.#enqueue(async () => {
+      if (communicator) {
+        await communicator.enqueue((handle) => this.#model.setCommunicator(handle, { syncBatchNorm }));
+      } else {
+        await this.#model.setCommunicator(null, { syncBatchNorm });
+      }
+      this.#communicator = communicator;
+    });
+  }
+
+  /** Runs a call that may talk to the other ranks in the attached communicator's order. */
+  #collective<T>(call: () => Promise<T>): Promise<T> {
+    const communicator = this.#communicator;
+    return communicator ? communicator.enqueue(() => call()) : call();
   }
 
   get disposed(): boolean {

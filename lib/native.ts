@@ -27,6 +27,8 @@ export interface BuildInfo {
   torchVersion: string;
   cuda: boolean;
   cudaKernels: boolean;
+  /** CUDA devices LibTorch sees (0 without CUDA). */
+  cudaDevices?: number;
   mkldnn: boolean;
   openmp: boolean;
   parallel: string;
@@ -44,6 +46,10 @@ export interface NativeModelInfo {
   bnMomentum: number;
   bnEps: number;
   dropout: number;
+  device: string;
+  precision: 'fp32' | 'bf16';
+  channelsLast: boolean;
+  cudnnBenchmark: boolean;
 }
 
 export interface NativeTrainStepResult {
@@ -82,6 +88,11 @@ export interface NativeModel {
   ): Promise<NativeTrainStepResult>;
   optimizerState(): Promise<NamedNativeTensors>;
   setOptimizerState(state: NamedNativeTensors): Promise<void>;
+  /** Attaches (null: detaches) a communicator and broadcasts rank 0's weights; a collective. */
+  setCommunicator(communicator: NativeCommunicator | null, options: { syncBatchNorm: 'exact' | 'reference' | false }): Promise<void>;
+  /** Moves parameters, buffers and momentum to `device` ('cpu', 'cuda', 'cuda:N'). */
+  to(device: string): Promise<void>;
+  setRuntime(runtime: { precision?: 'fp32' | 'bf16'; channelsLast?: boolean; cudnnBenchmark?: boolean }): void;
   dispose(): void;
 }
 
@@ -95,6 +106,10 @@ export interface NativeModelOptions {
   bnEps: number;
   dropout: number;
   init: 'reference' | 'procedural';
+  device?: string;
+  precision?: 'fp32' | 'bf16';
+  channelsLast?: boolean;
+  cudnnBenchmark?: boolean;
 }
 
 /** The options createCommunicator receives, validated by lib/dist. */

@@ -18,6 +18,27 @@ if (files.length === 0) {
   console.error(`no test files in ${dir} match ${filters.join(' ') || '*'}`);
   process.exit(1);
 }
+// The GPU suite says loudly when it cannot run: every test in it skips with the reason.
+if (gpu) {
+  const probe = spawnSync(
+    process.execPath,
+    ['--input-type=module', '-e', "import('./dist/index.js').then((m) => console.log(JSON.stringify(m.cudaStatus())))"],
+    { encoding: 'utf8' },
+  );
+  let cuda = null;
+  try {
+    cuda = JSON.parse(probe.stdout.trim().split('\n').pop());
+  } catch {
+    cuda = null;
+  }
+  if (!cuda?.available) {
+    const why = cuda
+      ? `LibTorch ${cuda.torchVersion} here has no usable CUDA device (CUDA devices: ${cuda.deviceCount}, segtool CUDA kernels built: ${cuda.kernels})`
+      : `the addon could not be loaded to ask (${(probe.stderr || '').trim().split('\n').pop()})`;
+    const bar = '='.repeat(100);
+    console.log(`${bar}\nGPU SUITE SKIPPED: ${why}.\nEvery test in ${dir}/ is reported as skipped below. To run it: a machine with an NVIDIA GPU and a build\nagainst a CUDA LibTorch (docs/gpu.md). The GPU run is still owed.\n${bar}`);
+  }
+}
 const reporter = process.stdout.isTTY ? 'spec' : 'tap';
 const result = spawnSync(process.execPath, ['--test', `--test-reporter=${reporter}`, ...files], { stdio: 'inherit' });
 process.exit(result.status ?? 1);

@@ -79,7 +79,8 @@ test('defaults are the reference defaults', () => {
   assert.deepEqual(defaultConfig().DATASET.imgSizes, [300, 375, 450, 525, 600]);
   // every key has a doc, and only segtool's own keys are marked
   const marked = CONFIG_KEYS.filter((k) => CONFIG_SPECS[k].segtool);
-  assert.deepEqual(marked.sort(), ['DATASET.label_padding', 'DATASET.normalization', 'TRAIN.bn_momentum']);
+  const runtime = ['TRAIN', 'VAL', 'TEST'].flatMap((s) => ['device', 'precision', 'channels_last', 'cudnn_benchmark'].map((k) => `${s}.${k}`));
+  assert.deepEqual(marked.sort(), ['DATASET.label_padding', 'DATASET.normalization', 'TRAIN.bn_momentum', ...runtime].sort());
   for (const key of CONFIG_KEYS) assert.ok(CONFIG_SPECS[key].doc.length > 0, key);
 });
 

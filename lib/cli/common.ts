@@ -1,6 +1,7 @@
 /** What the train, eval, test and demo commands share: --cfg, KEY VALUE overrides, threads. */
 import { InvalidArgumentError, type Command } from 'commander';
 import { isConfigKey } from '../config/index.js';
+import { launch, needsLaunch, parseLaunchArgs } from '../dist/launch.js';
 
 /** The reference scripts' default --cfg (config/ade20k-resnet50dilated-ppm_deepsup.yaml). */
 export const DEFAULT_CONFIG = 'resnet50dilated-ppm_deepsup';
@@ -40,4 +41,35 @@ export function abortOnInterrupt(what: string): { signal: AbortSignal; dispose: 
   };
   process.on('SIGINT', onSignal);
   return { signal: controller.signal, dispose: () => process.off('SIGINT', onSignal) };
+}
+
+/** Adds the launcher's options (one process per rank, like torchrun): --nproc, --gpus, --nnodes, ... */
+export function withLaunchOptions(command: Command): Command {
+  return command
+    .option('--nproc <n>', 'ranks (processes) on this machine, e.g. one per CPU socket (default 1)')
+    .option('--gpus <list>', 'one rank per CUDA device: "0-3", "0,2,4,6"')
+    .option('--nnodes <n>', 'machines in the job (default 1); run the same command on each with its --node-rank')
+    .option('--node-rank <i>', "this machine's index in [0, nnodes)")
+    .option('--master-addr <host>', 'address of node 0, where rank 0 serves the rendezvous (required with --nnodes > 1)')
+    .option('--master-port <port>', 'rendezvous port (default: a free port on one machine, 29500 across machines)');
+}
+
+/**
+ * When the command line asks for more than one process, spawns this machine's ranks, each
+ * running the same command without the launcher's options (and RANK, WORLD_SIZE, ... set),
+ * waits for them and sets the exit status: a failed rank is named and stops the others.
+ * Returns false when this process should do the work itself (a single process, or a rank).
+ */
+export async function launchRanksIfAsked(command: Command): Promise<boolean> {
+  let root = command;
+  while (root.parent) root = root.parent;
+  const rawArgs = (root as unknown as { rawArgs?: string[] }).rawArgs;
+  const raw = rawArgs && rawArgs.length > 0 ? rawArgs : process.argv;
+  const { options, rest } = parseLaunchArgs(raw.slice(2));
+  if (!needsLaunch(options)) return false;
+  const script = raw[1] ?? process.argv[1]!;
+  const result = await launch([script, ...rest], options);
+  if (result.failure) process.stderr.write(`segtool: ${result.failure}\n`);
+  process.exitCode = result.exitCode;
+  return true;
 }

@@ -3,7 +3,8 @@ import { Command } from 'commander';
 import { relative } from 'node:path';
 import { evaluate, type EvaluateResult } from '../eval/evaluate.js';
 import { resolveConfigInput } from '../train/common.js';
-import { abortOnInterrupt, DEFAULT_CONFIG, parseCount, withConfigOptions } from './common.js';
+import { distributedEnv } from '../dist/env.js';
+import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 interface EvalCommandOptions {
@@ -14,6 +15,7 @@ interface EvalCommandOptions {
   threads?: number;
   skipBad?: boolean;
   allClasses?: boolean;
+  gpu?: number;
 }
 
 /** The reference's report: one line per class, then the summary. */
@@ -36,17 +38,22 @@ export function printEvaluation(result: EvaluateResult, allClasses: boolean): vo
 }
 
 export function evalCommand(): Command {
-  return withConfigOptions(
+  return withLaunchOptions(withConfigOptions(
     new Command('eval')
       .description('evaluate on DATASET.list_val at every DATASET.imgSizes scale: pixel accuracy, per-class IoU, mIoU')
       .option('--checkpoint <weights>', 'weights: a suffix in DIR (epoch_20.pth), a file, or a folder (default VAL.checkpoint)')
       .option('--visualize', 'write DIR/result/<name>.png = image | ground truth | prediction')
       .option('--workers <n>', 'data loading threads (default 2)', parseCount('--workers'))
       .option('--skip-bad', 'leave out unreadable samples and list them')
-      .option('--all-classes', 'print the IoU of every class, absent ones too'),
-  ).action(async (overrides: string[], options: EvalCommandOptions) => {
-    const cfg = await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, overrides);
-    const bar = new ProgressBar();
+      .option('--all-classes', 'print the IoU of every class, absent ones too')
+      .option('--gpu <n>', 'run on CUDA device n (= VAL.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
+  )).action(async (overrides: string[], options: EvalCommandOptions, command: Command) => {
+    // --nproc N: each rank scores a shard of the list; the sums are all-reduced exactly.
+    if (await launchRanksIfAsked(command)) return;
+    const rank = distributedEnv()?.rank ?? 0;
+    const gpu = options.gpu === undefined ? [] : ['VAL.device', `cuda:${options.gpu}`];
+    const cfg = await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, [...overrides, ...gpu]);
+    const bar = new ProgressBar(rank === 0 ? {} : { enabled: false });
     const interrupt = abortOnInterrupt('evaluation');
     const started = performance.now();
     try {
@@ -58,8 +65,9 @@ export function evalCommand(): Command {
         ...(options.skipBad ? { onBadSample: 'skip' as const } : {}),
         signal: interrupt.signal,
         onEvent: (event) => {
-          if (event.type === 'start') bar.log(`Evaluating ${event.images} images with ${event.weights.map((w) => relative('.', w)).join(' + ')}`);
-          else if (event.type === 'image') {
+          if (event.type === 'start') {
+            if (rank === 0) bar.log(`Evaluating ${event.images} images${event.ranks && event.ranks > 1 ? ` on ${event.ranks} ranks` : ''} with ${event.weights.map((w) => relative('.', w)).join(' + ')}`);
+          } else if (event.type === 'image') {
             const elapsed = (performance.now() - started) / 1000;
             bar.update(event.done / event.total, 'Eval', `${event.done}/${event.total} ETA ${formatDuration((elapsed / event.done) * (event.total - event.done))}`);
           } else {
@@ -70,7 +78,7 @@ export function evalCommand(): Command {
       });
       bar.done();
       for (const bad of result.badSamples) process.stderr.write(`skipped ${bad.image}: ${bad.message}\n`);
-      printEvaluation(result, options.allClasses ?? false);
+      if (rank === 0) printEvaluation(result, options.allClasses ?? false);
     } finally {
       bar.done();
       interrupt.dispose();

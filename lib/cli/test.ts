@@ -28,6 +28,7 @@ interface TestCommandOptions {
   workers?: number;
   threads?: number;
   skipBad?: boolean;
+  gpu?: number;
 }
 
 export interface WrittenFiles {
@@ -73,13 +74,15 @@ export function testCommand(): Command {
       .option('--confidence', 'also write NAME_confidence.png (probability of the predicted class)')
       .option('--probabilities', 'also write NAME_prob.safetensors with every class probability (float32, large)')
       .option('--workers <n>', 'decoding threads (default 1)', parseCount('--workers'))
-      .option('--skip-bad', 'skip images that cannot be decoded instead of stopping'),
+      .option('--skip-bad', 'skip images that cannot be decoded instead of stopping')
+      .option('--gpu <n>', 'run on CUDA device n (= TEST.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
   ).action(async (trailing: string[], options: TestCommandOptions) => {
     const split = splitTrailingOverrides(options.imgs ?? []);
     if (split.values.length === 0) {
       throw new SegtoolError('ERR_INVALID_ARG', 'Expected --imgs with at least one image file or folder');
     }
-    const cfg = await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, [...split.overrides, ...trailing]);
+    const gpu = options.gpu === undefined ? [] : ['TEST.device', `cuda:${options.gpu}`];
+    const cfg = await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, [...split.overrides, ...trailing, ...gpu]);
     const images = await findImages(split.values);
     const outDir = resolve(options.result ?? cfg.TEST.result);
     const stemOf = (name: string): string => join(outDir, name.slice(0, name.length - extname(name).length));

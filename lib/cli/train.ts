@@ -1,12 +1,14 @@
 /** `segtool train --cfg FILE [KEY VALUE ...]`: the reference's train.py, resumable. */
 import { Command } from 'commander';
+import { SegtoolError } from '../errors.js';
 import { relative } from 'node:path';
 import { loadTrainingCheckpoint } from '../checkpoint.js';
 import { applyOverrides, validateConfig, type SegtoolConfig } from '../config/index.js';
 import { disposeAll } from '../io/safetensors.js';
 import { resolveConfigInput } from '../train/common.js';
 import { train, type TrainEvent } from '../train/train.js';
-import { abortOnInterrupt, DEFAULT_CONFIG, parseCount, withConfigOptions } from './common.js';
+import { distributedEnv } from '../dist/env.js';
+import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 interface TrainCommandOptions {
@@ -16,6 +18,13 @@ interface TrainCommandOptions {
   threads?: number;
   skipBad?: boolean;
   skipMismatchedHead?: boolean;
+  syncBn?: string;
+}
+
+function parseSyncBn(value: string): 'exact' | 'reference' | false {
+  if (value === 'exact' || value === 'reference') return value;
+  if (value === 'off' || value === 'false') return false;
+  throw new SegtoolError('ERR_INVALID_ARG', `Expected --sync-bn exact, reference or off but received "${value}"`);
 }
 
 /** The config a resumed run continues with when no --cfg is given: the checkpoint's own. */
@@ -27,10 +36,14 @@ async function configOfCheckpoint(path: string, overrides: string[]): Promise<Se
   return applyOverrides(validateConfig(saved.config, `${path} (its config)`), overrides);
 }
 
-/** Prints a run's events: log lines and checkpoints as lines, iterations as a bar on a terminal. */
-export function trainReporter(bar: ProgressBar): (event: TrainEvent) => void {
+/**
+ * Prints a run's events: log lines and checkpoints as lines, iterations as a bar on a terminal.
+ * In a distributed job only rank 0 reports (the other ranks print their warnings only).
+ */
+export function trainReporter(bar: ProgressBar, rank = 0): (event: TrainEvent) => void {
   let numEpoch = 0;
   return (event) => {
+    if (rank !== 0 && event.type !== 'warning') return;
     switch (event.type) {
       case 'start':
         numEpoch = event.numEpoch;
@@ -38,6 +51,7 @@ export function trainReporter(bar: ProgressBar): (event: TrainEvent) => void {
           event.firstEpoch > event.numEpoch
             ? `Nothing to train in ${event.dir}`
             : `Training epochs ${event.firstEpoch}..${event.numEpoch} x ${event.epochIters} iterations on ${event.samples} images` +
+                (event.worldSize > 1 ? ` with ${event.worldSize} ranks (gradients averaged; loss and accuracy are averages over ranks)` : '') +
                 (event.resumedFrom ? `, resumed from ${relative('.', event.resumedFrom)}` : '') +
                 `; checkpoints in ${relative('.', event.dir) || '.'}`,
         );
@@ -69,19 +83,22 @@ export function trainReporter(bar: ProgressBar): (event: TrainEvent) => void {
 }
 
 export function trainCommand(): Command {
-  return withConfigOptions(
+  return withLaunchOptions(withConfigOptions(
     new Command('train')
       .description('train a model as the config says (the reference\'s train.py), with per-epoch checkpoints')
       .option('--resume [checkpoint]', 'continue from a training checkpoint (default: the latest in DIR)')
       .option('--workers <n>', 'data loading threads (default TRAIN.workers)', parseCount('--workers'))
       .option('--skip-bad', 'leave out unreadable samples and list them at the end')
-      .option('--skip-mismatched-head', 'fine-tuning: MODEL.weights_* tensors of another shape (a head for another class count) are left out'),
-  ).action(async (overrides: string[], options: TrainCommandOptions) => {
+      .option('--skip-mismatched-head', 'fine-tuning: MODEL.weights_* tensors of another shape (a head for another class count) are left out')
+      .option('--sync-bn <mode>', "BatchNorm across ranks: exact (default), reference (the reference's formula) or off"),
+  )).action(async (overrides: string[], options: TrainCommandOptions, command: Command) => {
+    if (await launchRanksIfAsked(command)) return;
+    const rank = distributedEnv()?.rank ?? 0;
     const cfg =
       typeof options.resume === 'string' && options.cfg === undefined
         ? await configOfCheckpoint(options.resume, overrides)
         : await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, overrides);
-    const bar = new ProgressBar();
+    const bar = new ProgressBar(rank === 0 ? {} : { enabled: false });
     const interrupt = abortOnInterrupt('training after this iteration');
     try {
       const result = await train(cfg, {
@@ -90,12 +107,13 @@ export function trainCommand(): Command {
         ...(options.threads !== undefined ? { threads: options.threads } : {}),
         ...(options.skipBad ? { onBadSample: 'skip' as const } : {}),
         ...(options.skipMismatchedHead ? { skipMismatchedHead: true } : {}),
-        onEvent: trainReporter(bar),
+        ...(options.syncBn !== undefined ? { syncBatchNorm: parseSyncBn(options.syncBn) } : {}),
+        onEvent: trainReporter(bar, rank),
         signal: interrupt.signal,
       });
       bar.done();
       for (const bad of result.badSamples) process.stderr.write(`skipped ${bad.image}: ${bad.message}\n`);
-      if (result.weights) {
+      if (result.weights && rank === 0) {
         console.log(`Done in ${formatDuration(result.seconds)}. Evaluate: segtool eval --cfg ${relative('.', `${result.dir}/config.yaml`)} VAL.checkpoint epoch_${result.epoch}.pth`);
       }
     } finally {

@@ -105,6 +105,8 @@ function expectedText(kind: ValueKind): string {
       return `one of ${kind.values.join(', ')}`;
     case 'flip':
       return 'true, false or a probability in [0, 1]';
+    case 'device':
+      return "'cpu', 'cuda' or 'cuda:N'";
   }
 }
 
@@ -149,6 +151,11 @@ function coerce(kind: ValueKind, value: unknown): unknown {
     }
     case 'flip':
       return typeof value === 'boolean' || (typeof value === 'number' && value >= 0 && value <= 1) ? value : undefined;
+    case 'device': {
+      if (typeof value !== 'string') return undefined;
+      const name = value.trim().toLowerCase();
+      return /^(cpu|cuda|cuda:(0|[1-9][0-9]{0,3}))$/.test(name) ? name : undefined;
+    }
   }
 }
 
@@ -210,6 +217,12 @@ function checkConsistency(cfg: SegtoolConfig, where: string, problems: Problems)
     problems.add(
       `${where}MODEL.fc_dim is ${cfg.MODEL.fc_dim} but encoder ${cfg.MODEL.arch_encoder} outputs ${channels} channels; set MODEL.fc_dim ${channels}`,
     );
+  }
+  for (const section of ['TRAIN', 'VAL', 'TEST'] as const) {
+    const runtime = cfg[section];
+    if (runtime.precision === 'bf16' && !runtime.device.startsWith('cuda')) {
+      problems.add(`${where}${section}.precision bf16 (autocast) runs on CUDA only but ${section}.device is ${runtime.device}; set ${section}.device cuda or ${section}.precision fp32`);
+    }
   }
   if (cfg.TRAIN.start_epoch > cfg.TRAIN.num_epoch) {
     problems.add(`${where}TRAIN.start_epoch (${cfg.TRAIN.start_epoch}) is after TRAIN.num_epoch (${cfg.TRAIN.num_epoch})`);
@@ -316,7 +329,7 @@ export async function loadConfig(pathOrName: string, overrides?: ConfigOverrides
 /** Override text -> value: YAML scalars and lists; string keys take the text as it is. */
 function parseOverrideText(kind: ValueKind, text: string): unknown {
   const quoted = /^(["']).*\1$/s.test(text);
-  if ((kind.type === 'string' || kind.type === 'enum') && !quoted) return text;
+  if ((kind.type === 'string' || kind.type === 'enum' || kind.type === 'device') && !quoted) return text;
   try {
     const value: unknown = parseYamlValue(text);
     return value === null || value === undefined ? text : value; // keep "" / "~" visible in messages
@@ -404,6 +417,7 @@ export function validateConfig(cfg: unknown, source = 'config object'): SegtoolC
   }
   const problems = new Problems();
   for (const key of CONFIG_KEYS) {
+    if (CONFIG_SPECS[key].optional) continue;
     const [section, leaf] = splitKey(key);
     const holder = (section === undefined ? cfg : (cfg as Record<string, unknown>)[section]) as Record<string, unknown> | undefined;
     if (typeof holder !== 'object' || holder === null || !(leaf in holder)) problems.add(`${source}: ${key} is missing`);

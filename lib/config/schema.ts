@@ -61,18 +61,43 @@ export interface TrainConfig {
   seed: number;
   /** segtool: BatchNorm running-statistics momentum (the reference hard-codes 0.001). */
   bn_momentum: number;
+  /** segtool: where and how the network runs (RuntimeConfig). */
+  device: string;
+  precision: Precision;
+  channels_last: boolean;
+  cudnn_benchmark: boolean;
 }
 
 export interface ValConfig {
   batch_size: number;
   visualize: boolean;
   checkpoint: string;
+  device: string;
+  precision: Precision;
+  channels_last: boolean;
+  cudnn_benchmark: boolean;
 }
 
 export interface TestConfig {
   batch_size: number;
   checkpoint: string;
   result: string;
+  device: string;
+  precision: Precision;
+  channels_last: boolean;
+  cudnn_benchmark: boolean;
+}
+
+/** segtool: the runtime keys every one of TRAIN, VAL and TEST has. */
+export const PRECISIONS = ['fp32', 'bf16'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+export interface RuntimeConfig {
+  /** 'cpu', 'cuda' or 'cuda:N'. */
+  device: string;
+  /** 'fp32', or 'bf16' autocast (CUDA only). */
+  precision: Precision;
+  channels_last: boolean;
+  cudnn_benchmark: boolean;
 }
 
 /** A complete, validated configuration. Key names are the reference's, hence the mixed case. */
@@ -107,7 +132,8 @@ export type ValueKind =
   | { type: 'bool' }
   | { type: 'intList'; min: number }
   | { type: 'enum'; values: readonly string[] }
-  | { type: 'flip' };
+  | { type: 'flip' }
+  | { type: 'device' };
 
 export interface KeySpec<T> {
   readonly default: T;
@@ -115,6 +141,8 @@ export interface KeySpec<T> {
   readonly doc: string;
   /** True for keys segtool adds; the reference (yacs) would reject them. */
   readonly segtool?: true;
+  /** A complete config (validateConfig: a saved checkpoint's) may lack it: it was added later; its default applies. */
+  readonly optional?: true;
 }
 
 const str = (allowEmpty = false): ValueKind => ({ type: 'string', allowEmpty });
@@ -122,6 +150,13 @@ const int = (min: number): ValueKind => ({ type: 'int', min });
 const num = (min: number, max?: number, maxExclusive?: boolean): ValueKind => ({ type: 'number', min, max, maxExclusive });
 const bool: ValueKind = { type: 'bool' };
 const oneOf = (values: readonly string[]): ValueKind => ({ type: 'enum', values });
+const device: ValueKind = { type: 'device' };
+const RUNTIME_DOCS = {
+  device: 'device to run on: cpu, cuda or cuda:N (CUDA needs a CUDA LibTorch build, docs/gpu.md)',
+  precision: 'fp32, or bf16 (autocast to bfloat16; CUDA only)',
+  channels_last: 'inputs and convolutions in channels-last memory format (CPU and CUDA)',
+  cudnn_benchmark: 'cuDNN autotuning of convolutions (CUDA; pays off when input sizes repeat)',
+};
 
 /** In the reference's order (save writes keys in this order). */
 export const CONFIG_SPECS: { readonly [K in ConfigKey]: KeySpec<ConfigValue<K>> } = {
@@ -159,14 +194,26 @@ export const CONFIG_SPECS: { readonly [K in ConfigKey]: KeySpec<ConfigValue<K>> 
   'TRAIN.disp_iter': { default: 20, kind: int(1), doc: 'log every this many iterations' },
   'TRAIN.seed': { default: 304, kind: int(0), doc: 'random seed' },
   'TRAIN.bn_momentum': { default: 0.001, kind: num(0, 1), doc: 'BatchNorm running-statistics momentum (the reference hard-codes 0.001; 0.1 suits short CPU runs)', segtool: true },
+  'TRAIN.device': { default: 'cpu', kind: device, doc: `${RUNTIME_DOCS.device}; with --gpus each rank uses its own GPU`, segtool: true, optional: true },
+  'TRAIN.precision': { default: 'fp32', kind: oneOf(PRECISIONS), doc: RUNTIME_DOCS.precision, segtool: true, optional: true },
+  'TRAIN.channels_last': { default: false, kind: bool, doc: RUNTIME_DOCS.channels_last, segtool: true, optional: true },
+  'TRAIN.cudnn_benchmark': { default: false, kind: bool, doc: RUNTIME_DOCS.cudnn_benchmark, segtool: true, optional: true },
 
   'VAL.batch_size': { default: 1, kind: int(1), doc: 'validation batch size' },
   'VAL.visualize': { default: false, kind: bool, doc: 'write image | ground truth | prediction panels to DIR/result' },
   'VAL.checkpoint': { default: 'epoch_20.pth', kind: str(), doc: 'checkpoint suffix to evaluate (DIR/encoder_<checkpoint>, DIR/decoder_<checkpoint>)' },
+  'VAL.device': { default: 'cpu', kind: device, doc: RUNTIME_DOCS.device, segtool: true, optional: true },
+  'VAL.precision': { default: 'fp32', kind: oneOf(PRECISIONS), doc: RUNTIME_DOCS.precision, segtool: true, optional: true },
+  'VAL.channels_last': { default: false, kind: bool, doc: RUNTIME_DOCS.channels_last, segtool: true, optional: true },
+  'VAL.cudnn_benchmark': { default: false, kind: bool, doc: RUNTIME_DOCS.cudnn_benchmark, segtool: true, optional: true },
 
   'TEST.batch_size': { default: 1, kind: int(1), doc: 'test batch size' },
   'TEST.checkpoint': { default: 'epoch_20.pth', kind: str(), doc: 'checkpoint suffix to test with' },
   'TEST.result': { default: './', kind: str(), doc: 'folder for test outputs' },
+  'TEST.device': { default: 'cpu', kind: device, doc: RUNTIME_DOCS.device, segtool: true, optional: true },
+  'TEST.precision': { default: 'fp32', kind: oneOf(PRECISIONS), doc: RUNTIME_DOCS.precision, segtool: true, optional: true },
+  'TEST.channels_last': { default: false, kind: bool, doc: RUNTIME_DOCS.channels_last, segtool: true, optional: true },
+  'TEST.cudnn_benchmark': { default: false, kind: bool, doc: RUNTIME_DOCS.cudnn_benchmark, segtool: true, optional: true },
 
   DIR: { default: 'ckpt/ade20k-resnet50dilated-ppm_deepsup', kind: str(), doc: 'folder for checkpoints, logs and config.yaml' },
 };

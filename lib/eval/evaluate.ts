@@ -10,6 +10,9 @@ import { basename, extname, join, resolve } from 'node:path';
 import type { ConfigOverrides, SegtoolConfig } from '../config/index.js';
 import { createEvalLoader, type BadSample, type EvalLoader, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
+import { Communicator } from '../dist/communicator.js';
+import { distributedEnv } from '../dist/env.js';
+import { ShardedMetrics, shardRange } from '../dist/eval.js';
 import { SegmentationModel } from '../model.js';
 import { setNumThreads } from '../tensor.js';
 import { readSampleList, resolveConfigInput, writeJsonAtomic, type ConfigInput } from '../train/common.js';
@@ -44,10 +47,17 @@ export interface EvaluateOptions {
   onBadSample?: 'error' | 'skip';
   onEvent?: (event: EvaluateEvent) => void;
   signal?: AbortSignal;
+  /**
+   * Distributed evaluation (the reference's eval_multipro): each rank scores a contiguous shard
+   * of the list and the sums are all-reduced exactly, so every rank returns the metrics of the
+   * whole list (equal to one process); rank 0 alone writes the metrics file. Default: a
+   * communicator from the torchrun environment when it describes more than one rank.
+   */
+  communicator?: Communicator;
 }
 
 export type EvaluateEvent =
-  | { type: 'start'; images: number; weights: string[] }
+  | { type: 'start'; images: number; weights: string[]; /** Ranks sharing the list (distributed evaluation). */ ranks?: number }
   | { type: 'image'; done: number; total: number; path: string; accuracy: number; seconds: number }
   | { type: 'warning'; message: string };
 
@@ -96,6 +106,9 @@ function checkOptions(options: EvaluateOptions): void {
   if (options.onBadSample !== undefined) expectOneOf('options.onBadSample', options.onBadSample, ['error', 'skip'] as const);
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') throw invalid('options.onEvent', 'a function', options.onEvent);
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', options.signal);
+  if (options.communicator !== undefined && !(options.communicator instanceof Communicator)) {
+    throw invalid('options.communicator', 'a Communicator', options.communicator);
+  }
 }
 
 /** DIR/encoder_epoch_20.pth -> "metrics_epoch_20.json"; other weights -> their stem; a live model -> "metrics.json". */
@@ -109,15 +122,45 @@ function metricsName(weights: readonly string[]): string {
 export async function evaluate(config: ConfigInput, options: EvaluateOptions = {}): Promise<EvaluateResult> {
   checkOptions(options);
   const cfg = await resolveConfigInput(config, options.overrides);
-  const emit = (event: EvaluateEvent): void => options.onEvent?.(event);
   if (options.threads !== undefined) setNumThreads(options.threads);
   const checkpoint = options.checkpoint ?? cfg.VAL.checkpoint;
   const weights = options.model ? [] : resolveWeightFiles(cfg, checkpoint, options.checkpoint ? 'checkpoint' : 'VAL.checkpoint');
-  const records = options.records ? [...options.records] : await readSampleList(cfg, 'val');
+  const allRecords = options.records ? [...options.records] : await readSampleList(cfg, 'val');
+  const env = options.communicator ? undefined : distributedEnv();
+  const ownCommunicator = env && env.worldSize > 1 ? await Communicator.create({ rank: env.rank, worldSize: env.worldSize }) : undefined;
+  let failed = false;
+  try {
+    return await evaluateShard(cfg, options, allRecords, weights, options.communicator ?? ownCommunicator);
+  } catch (error) {
+    failed = true;
+    throw error;
+  } finally {
+    // The last barrier only after success: a rank that failed (any error) must not wait there
+    // for ranks still in a collective; it reports and exits, and they fail within the timeout
+    // (or are stopped by the launcher).
+    if (ownCommunicator && !failed) await ownCommunicator.destroy().catch(() => undefined);
+  }
+}
+
+async function evaluateShard(
+  cfg: SegtoolConfig,
+  options: EvaluateOptions,
+  allRecords: SampleRecord[],
+  weights: string[],
+  communicator: Communicator | undefined,
+): Promise<EvaluateResult> {
+  const emit = (event: EvaluateEvent): void => options.onEvent?.(event);
+  const rank = communicator?.rank ?? 0;
+  const worldSize = communicator?.worldSize ?? 1;
+  if (allRecords.length < worldSize) {
+    throw new SegtoolError('ERR_INVALID_ARG', `Cannot evaluate ${allRecords.length} image(s) on ${worldSize} ranks: use at most one rank per image`);
+  }
+  const shard = shardRange(allRecords.length, rank, worldSize);
+  const records = allRecords.slice(shard.start, shard.end);
   const visualize = options.visualize ?? cfg.VAL.visualize;
   const resultDir = resolve(options.resultDir ?? join(cfg.DIR, 'result'));
 
-  const model = options.model ?? (await createModelWithWeights(cfg, weights));
+  const model = options.model ?? (await createModelWithWeights(cfg, weights, 'VAL'));
   const wasTraining = options.model?.info.training ?? false;
   model.eval();
   let loader: EvalLoader | undefined;
@@ -135,9 +178,9 @@ export async function evaluate(config: ConfigInput, options: EvaluateOptions = {
       onBadSample: options.onBadSample ?? 'error',
     });
     if (visualize) await mkdir(resultDir, { recursive: true });
-    emit({ type: 'start', images: records.length, weights });
+    emit({ type: 'start', images: allRecords.length, weights, ...(worldSize > 1 ? { ranks: worldSize } : {}) });
     const numClass = cfg.DATASET.num_class;
-    const metrics = new MetricsAccumulator(numClass);
+    const sharded = new ShardedMetrics(numClass, allRecords.length);
     const labeledPixels = new Float64Array(numClass);
     let inferenceSeconds = 0;
     let done = 0;
@@ -148,7 +191,7 @@ export async function evaluate(config: ConfigInput, options: EvaluateOptions = {
       const seconds = (performance.now() - tic) / 1000;
       inferenceSeconds += seconds;
       const label = sample.label!.data;
-      const image = metrics.add(pred, label);
+      const image = sharded.add(shard.start + sample.index, pred, label);
       for (let i = 0; i < label.length; i++) {
         const c = label[i]!;
         if (c >= 0 && c < numClass) labeledPixels[c]! += 1;
@@ -164,6 +207,14 @@ export async function evaluate(config: ConfigInput, options: EvaluateOptions = {
       }
       done++;
       emit({ type: 'image', done, total: records.length, path: sample.path, accuracy: image.accuracy, seconds });
+    }
+    // Every rank's sums, exactly (a single process: its own).
+    const metrics: MetricsAccumulator = await sharded.reduce(worldSize > 1 ? communicator! : null);
+    if (worldSize > 1) {
+      const totals = await communicator!.allReduceFloat64([...labeledPixels, inferenceSeconds, done]);
+      labeledPixels.set(totals.subarray(0, numClass));
+      inferenceSeconds = totals[numClass]!;
+      done = totals[numClass + 1]!;
     }
     if (done === 0) throw new SegtoolError('ERR_BAD_FILE', 'No validation image could be evaluated (every sample was bad)');
 
@@ -192,7 +243,7 @@ export async function evaluate(config: ConfigInput, options: EvaluateOptions = {
     };
     if (visualize) result.resultDir = resultDir;
     if (result.badSamples.length > 0) emit({ type: 'warning', message: `${result.badSamples.length} bad sample(s) were skipped` });
-    if (options.metricsFile !== false) {
+    if (options.metricsFile !== false && rank === 0) {
       const file = resolve(options.metricsFile ?? join(cfg.DIR, metricsName(weights)));
       result.metricsFile = file;
       await writeJsonAtomic(file, metricsJson(cfg, result));

@@ -3,6 +3,7 @@
  * reference's DIR/encoder_<checkpoint> + DIR/decoder_<checkpoint> (VAL.checkpoint /
  * TEST.checkpoint), or any weights file a user names.
  */
+import { applyRuntime, runtimeFromConfig } from '../device.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadWeights } from '../checkpoint.js';
@@ -56,8 +57,16 @@ function latestSuffix(dir: string): string {
   return suffixes[suffixes.length - 1]!;
 }
 
-/** Builds the config's model (eval mode) and loads `files` into it. */
-export async function createModelWithWeights(cfg: SegtoolConfig, files: readonly string[]): Promise<SegmentationModel> {
+/**
+ * Builds the config's model (eval mode) and loads `files` into it, then moves it to the device
+ * (and runtime options) of config section `section` (VAL for evaluation, TEST for segmenting).
+ */
+export async function createModelWithWeights(
+  cfg: SegtoolConfig,
+  files: readonly string[],
+  section: 'VAL' | 'TEST' = 'TEST',
+): Promise<SegmentationModel> {
+  const runtime = runtimeFromConfig(cfg, section);
   const model = await SegmentationModel.create({
     encoder: cfg.MODEL.arch_encoder,
     decoder: cfg.MODEL.arch_decoder,
@@ -66,6 +75,7 @@ export async function createModelWithWeights(cfg: SegtoolConfig, files: readonly
   });
   try {
     if (files.length > 0) await loadWeights(model, files.length === 1 ? files[0]! : [...files]);
+    await applyRuntime(model, runtime);
     return model.eval();
   } catch (error) {
     model.dispose();

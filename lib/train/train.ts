@@ -10,6 +10,7 @@
  * batches do not depend on what ran before it and a run resumed after epoch E sees the batches
  * an uninterrupted run would have seen.
  */
+import { applyRuntime, runtimeFromConfig } from '../device.js';
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { loadWeights, manualSeed, restoreTrainingCheckpoint, saveReferenceWeights, saveTrainingCheckpoint } from '../checkpoint.js';
@@ -24,7 +25,10 @@ import {
 } from '../config/index.js';
 import { createTrainLoader, deriveSeed, readImageSizes, type BadSample, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
+import { Communicator } from '../dist/communicator.js';
+import { distributedEnv } from '../dist/env.js';
 import { SegmentationModel } from '../model.js';
+import { native } from '../native.js';
 import { setNumThreads } from '../tensor.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
 import { resolveConfigInput, writeJsonAtomic, type ConfigInput, readSampleList } from './common.js';
@@ -55,6 +59,16 @@ export interface TrainOptions {
   onEvent?: (event: TrainEvent) => void;
   /** Stops training between iterations (the last epoch's checkpoint stays). */
   signal?: AbortSignal;
+  /**
+   * Distributed training (one process per rank): this rank's communicator. Default: one made
+   * from the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) when it
+   * describes more than one rank, destroyed at the end. Every rank loads its own batches
+   * (TRAIN.batch_size_per_gpu each, its own data stream), gradients are averaged over ranks,
+   * and only rank 0 writes checkpoints, history and config.
+   */
+  communicator?: Communicator;
+  /** BatchNorm across ranks: 'exact' (default; BatchNorm over all ranks' batches), 'reference' (the reference's formula and buffers) or false (per rank). */
+  syncBatchNorm?: 'exact' | 'reference' | false;
 }
 
 export interface TrainHistoryEntry {
@@ -91,7 +105,18 @@ export interface IterationEvent {
 }
 
 export type TrainEvent =
-  | { type: 'start'; dir: string; firstEpoch: number; numEpoch: number; epochIters: number; samples: number; resumedFrom?: string }
+  | {
+      type: 'start';
+      dir: string;
+      firstEpoch: number;
+      numEpoch: number;
+      epochIters: number;
+      samples: number;
+      resumedFrom?: string;
+      /** This process's rank and the job's world size (0 and 1 for a single process). */
+      rank: number;
+      worldSize: number;
+    }
   | IterationEvent
   | { type: 'log'; line: string }
   | { type: 'epoch'; epoch: number; averageLoss: number; averageAccuracy: number; seconds: number }
@@ -122,6 +147,8 @@ interface RngState {
   seed: number;
   workers: number;
   rank: number;
+  /** Ranks in the job that wrote it (absent: 1). */
+  worldSize?: number;
 }
 
 const CHECKPOINT_PATTERN = /^checkpoint_epoch_(\d+)\.safetensors$/;
@@ -156,6 +183,12 @@ function checkOptions(options: TrainOptions): void {
   if (options.keepCheckpoints !== undefined) expectInteger('options.keepCheckpoints', options.keepCheckpoints, 1);
   if (options.onEvent !== undefined && typeof options.onEvent !== 'function') throw invalid('options.onEvent', 'a function', options.onEvent);
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', options.signal);
+  if (options.communicator !== undefined && !(options.communicator instanceof Communicator)) {
+    throw invalid('options.communicator', 'a Communicator', options.communicator);
+  }
+  if (options.syncBatchNorm !== undefined && options.syncBatchNorm !== false) {
+    expectOneOf('options.syncBatchNorm', options.syncBatchNorm, ['exact', 'reference'] as const);
+  }
   if (options.records !== undefined && (!Array.isArray(options.records) || options.records.length === 0)) {
     throw invalid('options.records', 'a non-empty array of sample records', options.records);
   }
@@ -191,7 +224,41 @@ export async function train(config: ConfigInput, options: TrainOptions = {}): Pr
   if (options.threads !== undefined) setNumThreads(options.threads);
   const dir = resolve(cfg.DIR);
   const workers = options.workers ?? cfg.TRAIN.workers;
-  const rank = 0;
+  // Distributed: this rank's communicator (given, or from the torchrun environment).
+  const env = options.communicator ? undefined : distributedEnv();
+  // CUDA ranks (--gpus) talk through NCCL when this build has it.
+  const backend = env?.device?.startsWith('cuda') && native().distBackends().includes('nccl') ? 'nccl' : 'gloo';
+  const ownCommunicator = env && env.worldSize > 1 ? await Communicator.create({ rank: env.rank, worldSize: env.worldSize, backend }) : undefined;
+  const communicator = options.communicator ?? ownCommunicator;
+  let failed = false;
+  try {
+    return await trainRanks(cfg, options, emit, started, dir, workers, communicator);
+  } catch (error) {
+    failed = true;
+    throw error;
+  } finally {
+    // The last barrier only after success: a rank that failed (any error) must not wait there
+    // for ranks still in a collective; it reports and exits, and they fail within the timeout
+    // (or are stopped by the launcher).
+    if (ownCommunicator && !failed) await ownCommunicator.destroy().catch(() => undefined);
+  }
+}
+
+async function trainRanks(
+  cfg: SegtoolConfig,
+  options: TrainOptions,
+  emit: (event: TrainEvent) => void,
+  started: number,
+  dir: string,
+  workers: number,
+  communicator: Communicator | undefined,
+): Promise<TrainResult> {
+  const rank = communicator?.rank ?? 0;
+  const worldSize = communicator?.worldSize ?? 1;
+  const writer = rank === 0; // only rank 0 writes checkpoints, history and the config
+  // With --gpus the launcher gives each rank its own device (SEGTOOL_DEVICE), over TRAIN.device.
+  const rankDevice = communicator ? distributedEnv()?.device : undefined;
+  const runtime = runtimeFromConfig(rankDevice ? { ...cfg, TRAIN: { ...cfg.TRAIN, device: rankDevice } } : cfg, 'TRAIN'); // an unavailable device fails before any work
 
   const records = options.records ? options.records.map((r) => ({ ...r })) : await readSampleList(cfg, 'train');
   await readImageSizes(records); // odgt lists without width/height
@@ -226,6 +293,7 @@ export async function train(config: ConfigInput, options: TrainOptions = {}): Pr
         : [];
       const rng = parseRngState(saved.rng);
       if (rng && rng.workers !== workers) changed.push('TRAIN.workers');
+      if (rng && (rng.worldSize ?? 1) !== worldSize) changed.push(`number of ranks (${rng.worldSize ?? 1} -> ${worldSize})`);
       if (changed.length > 0) {
         emit({ type: 'warning', message: `Resuming with other ${changed.join(', ')} than the checkpoint: the run will not match an uninterrupted one` });
       }
@@ -243,7 +311,7 @@ export async function train(config: ConfigInput, options: TrainOptions = {}): Pr
         await loadWeights(model, initial, { strict: initial.length === 2, skipMismatchedHead: options.skipMismatchedHead ?? false });
       }
     }
-    await saveConfig(cfg, join(dir, 'config.yaml'));
+    if (writer) await saveConfig(cfg, join(dir, 'config.yaml'));
 
     const schedule: ScheduleSettings = {
       lrEncoder: cfg.TRAIN.lr_encoder,
@@ -254,7 +322,7 @@ export async function train(config: ConfigInput, options: TrainOptions = {}): Pr
     };
     const deepSupScale = hasDeepSupervision(cfg.MODEL.arch_decoder) ? cfg.TRAIN.deep_sup_scale : 0;
     const maxIterations = schedule.epochIters * schedule.numEpoch;
-    const rngState: RngState = { scheme: 'per-epoch', seed: cfg.TRAIN.seed, workers, rank };
+    const rngState: RngState = { scheme: 'per-epoch', seed: cfg.TRAIN.seed, workers, rank, worldSize };
     const result: TrainResult = { dir, epoch: lastEpoch, iterations: lastEpoch * schedule.epochIters, history, badSamples: [], seconds: 0 };
     if (lastEpoch >= cfg.TRAIN.num_epoch) {
       emit({ type: 'warning', message: `Nothing to do: epoch ${lastEpoch} of ${cfg.TRAIN.num_epoch} is done (raise TRAIN.num_epoch to train longer)` });
@@ -267,12 +335,22 @@ export async function train(config: ConfigInput, options: TrainOptions = {}): Pr
       epochIters: schedule.epochIters,
       samples: records.length,
       ...(resumedFrom ? { resumedFrom } : {}),
+      rank,
+      worldSize,
     });
 
+    await applyRuntime(model, runtime); // TRAIN.device / precision / channels_last / cudnn_benchmark
+    if (worldSize > 1) {
+      // Rank 0's weights and buffers to every rank (on the rank's device); from now on
+      // gradients are averaged over ranks.
+      await model.setCommunicator(communicator!, { syncBatchNorm: options.syncBatchNorm ?? 'exact' });
+    }
     model.train();
     model.setFixBn(cfg.TRAIN.fix_bn);
     for (let epoch = lastEpoch + 1; epoch <= cfg.TRAIN.num_epoch; epoch++) {
       const epochStarted = performance.now();
+      // Ranks draw their own dropout masks; per epoch, so a resumed run draws the same ones.
+      if (worldSize > 1) manualSeed(deriveSeed(cfg.TRAIN.seed, epoch, rank, 0x5eed));
       const loader = await createTrainLoader({
         records,
         imgSizes: cfg.DATASET.imgSizes,
@@ -378,14 +456,16 @@ export async function train(config: ConfigInput, options: TrainOptions = {}): Pr
 
       const iteration = epoch * schedule.epochIters;
       const checkpoint = trainingCheckpointPath(dir, epoch);
-      await saveReferenceWeights(model, dir, epoch);
-      await saveTrainingCheckpoint(checkpoint, { model, epoch, iteration, config: cfg, rng: JSON.stringify(rngState), history });
-      await writeJsonAtomic(join(dir, 'history.json'), history);
-      const older = (await listTrainingCheckpoints(dir)).filter((c) => c.epoch < epoch);
-      const keep = options.keepCheckpoints ?? 1;
-      for (const old of older.slice(0, Math.max(0, older.length - (keep - 1)))) await rm(old.path, { force: true });
       const weights = { encoder: join(dir, `encoder_epoch_${epoch}.pth`), decoder: join(dir, `decoder_epoch_${epoch}.pth`) };
-      emit({ type: 'checkpoint', epoch, files: [weights.encoder, weights.decoder, checkpoint] });
+      if (writer) {
+        await saveReferenceWeights(model, dir, epoch);
+        await saveTrainingCheckpoint(checkpoint, { model, epoch, iteration, config: cfg, rng: JSON.stringify(rngState), history });
+        await writeJsonAtomic(join(dir, 'history.json'), history);
+        const older = (await listTrainingCheckpoints(dir)).filter((c) => c.epoch < epoch);
+        const keep = options.keepCheckpoints ?? 1;
+        for (const old of older.slice(0, Math.max(0, older.length - (keep - 1)))) await rm(old.path, { force: true });
+        emit({ type: 'checkpoint', epoch, files: [weights.encoder, weights.decoder, checkpoint] });
+      }
       Object.assign(result, {
         epoch,
         iterations: iteration,

@@ -17,6 +17,7 @@
 #include "binding/model.h"
 #include "binding/state.h"
 #include "binding/tensor.h"
+#include "nn/runtime.h"
 
 namespace segtool::binding {
 
@@ -60,6 +61,7 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
 #else
   out.Set("cudaKernels", false);
 #endif
+  out.Set("cudaDevices", static_cast<double>(segtool::nn::cuda_info().device_count));
   out.Set("mkldnn", at::hasMKLDNN());
   out.Set("openmp", at::hasOpenMP());
   out.Set("parallel", at::get_parallel_info());

@@ -1,7 +1,7 @@
 // CommunicatorHandle: the JS face of one dist::Communicator, plus syncBatchNorm/atenBatchNorm
-// (SyncBN forward and backward in one call, for tests). Collectives block a libuv worker
-// until every rank has taken part; lib/dist orders the calls of one communicator (every rank
-// must issue the same sequence). A dist::DistError rejects with ERR_DISTRIBUTED.
+// (SyncBN forward and backward in one call, for tests). Collectives block the compute thread
+// (binding/async.h) until every rank has taken part; lib/dist orders the calls of one communicator (every rank
+// must issue the same sequence). A dist::DistError rejects with ERR_DISTRIBUTED (errors.cc).
 #include "binding/dist.h"
 
 #include <ATen/ATen.h>
@@ -10,7 +10,6 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <optional>
 
 #include "binding/async.h"
 #include "binding/errors.h"
@@ -24,35 +23,6 @@ namespace {
 constexpr napi_type_tag kCommunicatorTag = {0x6c0d3a91d15c0a11ULL, 0x2b5e8f0417c6d9e3ULL};
 
 using CommPtr = std::shared_ptr<dist::Communicator>;
-
-// A result, or the DistError that replaced it (everything else rejects through run_async).
-template <typename Result>
-struct DistOutcome {
-  std::optional<Result> value;
-  std::string failure;
-};
-
-// run_async where a dist::DistError becomes a SegtoolError with code ERR_DISTRIBUTED.
-template <typename Result>
-Napi::Value run_dist(Napi::Env env, std::function<Result()> work, std::function<Napi::Value(Napi::Env, Result&)> finish,
-                     std::function<void()> cleanup = nullptr) {
-  return run_async<DistOutcome<Result>>(
-      env,
-      [work = std::move(work)] {
-        DistOutcome<Result> outcome;
-        try {
-          outcome.value.emplace(work());
-        } catch (const dist::DistError& e) {
-          outcome.failure = e.what();
-        }
-        return outcome;
-      },
-      [finish = std::move(finish)](Napi::Env env, DistOutcome<Result>& outcome) -> Napi::Value {
-        if (!outcome.value) throw make_error(env, Failure{"ERR_DISTRIBUTED", outcome.failure});
-        return finish(env, *outcome.value);
-      },
-      std::move(cleanup));
-}
 
 Napi::Value undefined_result(Napi::Env env, bool&) { return env.Undefined(); }
 
@@ -106,16 +76,8 @@ class CommunicatorHandle : public Napi::ObjectWrap<CommunicatorHandle> {
   // Queues `work` on the communicator, pinning it (and this handle) until it settles.
   template <typename Result>
   Napi::Value run(Napi::Env env, std::function<Result(dist::Communicator&)> work,
-                  std::function<Napi::Value(Napi::Env, Result&)> finish) {
-    CommPtr comm = shared(env);
-    ++in_flight_;
-    Ref();
-    return run_dist<Result>(
-        env, [comm, work = std::move(work)] { return work(*comm); }, std::move(finish),
-        [this] {
-          --in_flight_;
-          Unref();
-        });
+                  typename PromiseWorker<Result>::Finish finish) {
+    return run_pinned<Result>(env, *this, in_flight_, shared(env), std::move(work), std::move(finish));
   }
 
  private:
@@ -215,7 +177,7 @@ Napi::Value create_communicator(const Napi::CallbackInfo& info) {
   options.timeout = std::chrono::milliseconds(o.Get("timeoutMs").As<Napi::Number>().Int64Value());
   options.backend = o.Get("backend").As<Napi::String>().Utf8Value() == "nccl" ? dist::Backend::Nccl : dist::Backend::Gloo;
   if (o.Get("bucketBytes").IsNumber()) options.bucket_bytes = o.Get("bucketBytes").As<Napi::Number>().Int64Value();
-  return run_dist<CommPtr>(
+  return run_async<CommPtr>(
       env, [options] { return std::make_shared<dist::Communicator>(options); },
       [constructor](Napi::Env env, CommPtr& comm) -> Napi::Value {
         return constructor->New({Napi::External<CommPtr>::New(env, &comm)});
@@ -313,7 +275,7 @@ Napi::Value sync_batch_norm_js(const Napi::CallbackInfo& info) {
   const bool reference = o.Get("mode").IsString() && o.Get("mode").As<Napi::String>().Utf8Value() == "reference";
   BatchNormArgs args = batch_norm_args(o, reference ? BatchNormImpl::Reference : BatchNormImpl::Exact);
   if (info[0].IsNull() || info[0].IsUndefined()) {
-    return run_dist<BatchNormResult>(
+    return run_async<BatchNormResult>(
         env, [args] { return batch_norm_forward_backward(args, nullptr); }, batch_norm_result_to_js);
   }
   return CommunicatorHandle::unwrap(info[0], "syncBatchNorm communicator")
@@ -325,7 +287,7 @@ Napi::Value sync_batch_norm_js(const Napi::CallbackInfo& info) {
 // SyncBN is compared with.
 Napi::Value aten_batch_norm_js(const Napi::CallbackInfo& info) {
   BatchNormArgs args = batch_norm_args(info[0].As<Napi::Object>(), BatchNormImpl::Aten);
-  return run_dist<BatchNormResult>(
+  return run_async<BatchNormResult>(
       info.Env(), [args] { return batch_norm_forward_backward(args, nullptr); }, batch_norm_result_to_js);
 }
 

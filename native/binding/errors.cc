@@ -5,7 +5,9 @@
 #include <stdexcept>
 
 #include "binding/state.h"
+#include "dist/communicator.h"
 #include "io/named_tensors.h"
+#include "nn/runtime.h"
 
 namespace segtool::binding {
 
@@ -25,6 +27,12 @@ Failure capture_current_exception() {
     throw;
   } catch (const c10::Error& e) {
     return {"ERR_NATIVE", "LibTorch: " + strip_backtrace(e.what_without_backtrace())};
+  } catch (const dist::DistError& e) {
+    // The job failed (a rank exited or hung, the rendezvous failed), wherever it surfaced:
+    // a collective call, or a SyncBN layer or gradient all-reduce inside a model's step.
+    return {"ERR_DISTRIBUTED", e.what()};
+  } catch (const nn::DeviceError& e) {
+    return {"ERR_DEVICE", e.what()};
   } catch (const io::FormatError& e) {
     return {"ERR_BAD_FILE", e.what()};
   } catch (const std::invalid_argument& e) {

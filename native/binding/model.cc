@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "binding/async.h"
+#include "binding/dist.h"
 #include "binding/errors.h"
 #include "binding/io.h"
 #include "binding/state.h"
@@ -39,6 +40,35 @@ Napi::Array strings_to_js(Napi::Env env, const std::vector<std::string>& list) {
   return out;
 }
 
+// Results of a model on another device, copied to the CPU on the worker thread (JS reads CPU
+// memory only). Other result types carry no tensors.
+void to_host(at::Tensor& t) {
+  if (t.defined() && !t.is_cpu()) t = t.to(at::kCPU);
+}
+void to_host(nn::SegmentationModel::Features& f) {
+  to_host(f.logprob);
+  to_host(f.logprob_deepsup);
+}
+void to_host(nn::Prediction& p) {
+  to_host(p.pred);
+  to_host(p.prob);
+  to_host(p.probabilities);
+}
+void to_host(io::NamedTensors& tensors) {
+  for (auto& entry : tensors) to_host(entry.second);
+}
+template <typename T>
+void to_host(T&) {}
+
+// runtime({precision, channelsLast, cudnnBenchmark}) over `base`: absent keys keep base's.
+nn::RuntimeOptions runtime_from_js(Napi::Object o, nn::RuntimeOptions base) {
+  if (o.Get("precision").IsString())
+    base.precision = o.Get("precision").As<Napi::String>().Utf8Value() == "bf16" ? nn::Precision::Bf16 : nn::Precision::Fp32;
+  if (o.Get("channelsLast").IsBoolean()) base.channels_last = o.Get("channelsLast").As<Napi::Boolean>();
+  if (o.Get("cudnnBenchmark").IsBoolean()) base.cudnn_benchmark = o.Get("cudnnBenchmark").As<Napi::Boolean>();
+  return base;
+}
+
 io::NamedTensors cloned(const io::NamedTensors& tensors) {
   io::NamedTensors out;
   out.reserve(tensors.size());
@@ -67,6 +97,9 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::train_step>("trainStep"),
                            InstanceMethod<&ModelHandle::optimizer_state>("optimizerState"),
                            InstanceMethod<&ModelHandle::set_optimizer_state>("setOptimizerState"),
+                           InstanceMethod<&ModelHandle::set_communicator>("setCommunicator"),
+                           InstanceMethod<&ModelHandle::to_device>("to"),
+                           InstanceMethod<&ModelHandle::set_runtime>("setRuntime"),
                            InstanceMethod<&ModelHandle::dispose>("dispose"),
                            InstanceAccessor<&ModelHandle::in_flight>("inFlight"),
                            InstanceAccessor<&ModelHandle::disposed>("disposed"),
@@ -98,20 +131,14 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   template <typename Result>
   Napi::Value run(Napi::Env env, std::function<Result(nn::SegmentationModel&)> work,
                   typename PromiseWorker<Result>::Finish finish) {
-    CorePtr core = pinned_core(env);
-    ++in_flight_;
-    Ref();  // keep this handle alive while the work runs
-    return run_async<Result>(
-        env,
-        [core, work = std::move(work)] {
-          std::lock_guard<std::mutex> lock(core->mutex);
-          return work(*core->model);
-        },
-        std::move(finish),
-        [this] {
-          --in_flight_;
-          Unref();
-        });
+    return run_pinned<Result>(env, *this, in_flight_, pinned_core(env),
+                              std::function<Result(ModelCore&)>([work = std::move(work)](ModelCore& core) {
+                                std::lock_guard<std::mutex> lock(core.mutex);
+                                Result result = work(*core.model);
+                                to_host(result);  // a CUDA model's outputs come back on the CPU
+                                return result;
+                              }),
+                              std::move(finish));
   }
 
   Napi::Value info(const Napi::CallbackInfo& info) {
@@ -129,6 +156,10 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     out.Set("bnMomentum", m.options().bn_momentum);
     out.Set("bnEps", m.options().bn_eps);
     out.Set("dropout", m.options().dropout);
+    out.Set("device", nn::device_name(m.device()));
+    out.Set("precision", m.runtime().precision == nn::Precision::Bf16 ? "bf16" : "fp32");
+    out.Set("channelsLast", m.runtime().channels_last);
+    out.Set("cudnnBenchmark", m.runtime().cudnn_benchmark);
     return out;
   }
 
@@ -300,6 +331,53 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
         [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
   }
 
+  // setCommunicator(communicator | null, {syncBatchNorm: 'exact' | 'reference' | false}) ->
+  // Promise<void>: attaches the communicator (gradient averaging, SyncBN) and copies rank 0's
+  // parameters and buffers to every rank (a collective: every rank calls it). null detaches.
+  Napi::Value set_communicator(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<dist::Communicator> comm;
+    if (!info[0].IsNull() && !info[0].IsUndefined()) comm = communicator_from_js(info[0], "setCommunicator communicator");
+    Napi::Object o = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    const std::string sync = o.Get("syncBatchNorm").IsString() ? o.Get("syncBatchNorm").As<Napi::String>().Utf8Value() : "";
+    const bool sync_bn = sync == "exact" || sync == "reference";
+    const auto mode = sync == "reference" ? ops::SyncBatchNormMode::Reference : ops::SyncBatchNormMode::Exact;
+    return run<bool>(
+        env,
+        [comm, sync_bn, mode](nn::SegmentationModel& m) {
+          m.set_communicator(comm, sync_bn, mode);
+          m.broadcast_state(0);
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  }
+
+  // to(device) -> Promise<void>: parameters, buffers and momentum moved (device parsed and
+  // checked here: ERR_DEVICE when this LibTorch or machine has no such device).
+  Napi::Value to_device(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::string spec = info[0].ToString().Utf8Value();
+    const at::Device device = guarded(env, [&] { return nn::parse_device(spec); });
+    return run<bool>(
+        env,
+        [device](nn::SegmentationModel& m) {
+          nn::check_runtime(m.runtime(), device);
+          m.to(device);
+          return true;
+        },
+        [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+  }
+
+  // setRuntime({precision?, channelsLast?, cudnnBenchmark?}): checked against the model's device.
+  Napi::Value set_runtime(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    nn::SegmentationModel& m = idle_model(env);
+    const nn::RuntimeOptions runtime = runtime_from_js(info[0].As<Napi::Object>(), m.runtime());
+    guarded(env, [&] { nn::check_runtime(runtime, m.device()); });
+    m.set_runtime(runtime);
+    return env.Undefined();
+  }
+
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (in_flight_ > 0)
@@ -333,11 +411,21 @@ Napi::Value create_model(const Napi::CallbackInfo& info) {
   options.bn_eps = number_or(o, "bnEps", options.bn_eps);
   options.dropout = number_or(o, "dropout", options.dropout);
   bool procedural = o.Get("init").IsString() && o.Get("init").As<Napi::String>().Utf8Value() == "procedural";
+  // Device and runtime options: checked here, so a missing CUDA rejects before any work.
+  const std::string device_spec = o.Get("device").IsString() ? o.Get("device").As<Napi::String>().Utf8Value() : "cpu";
+  const nn::RuntimeOptions runtime = runtime_from_js(o, nn::RuntimeOptions());
+  const at::Device device = guarded(env, [&] {
+    const at::Device d = nn::parse_device(device_spec);
+    nn::check_runtime(runtime, d);
+    return d;
+  });
   return run_async<CorePtr>(
       env,
-      [options, procedural] {
+      [options, procedural, device, runtime] {
         auto model = std::make_unique<nn::SegmentationModel>(options);
         if (procedural) nn::apply_procedural_weights(*model);
+        model->set_runtime(runtime);
+        if (!device.is_cpu()) model->to(device);
         return std::make_shared<ModelCore>(std::move(model));
       },
       [](Napi::Env env, CorePtr& core) -> Napi::Value {

@@ -1,14 +1,18 @@
 #include "nn/decoders.h"
 
-#include <ATen/ops/adaptive_avg_pool2d.h>
 #include <ATen/ops/cat.h>
 
 #include <stdexcept>
+
+#include "ops/ppm_pool.h"
 
 namespace segtool::nn {
 namespace {
 
 const int64_t kPoolScales[4] = {1, 2, 3, 6};
+
+// adaptive_avg_pool2d for all four bin sizes in one pass (ops/ppm_pool.h: CPU or CUDA kernel).
+std::vector<at::Tensor> pool_pyramid(const at::Tensor& conv5) { return ops::pyramid_pool(conv5, kPoolScales); }
 
 // C1 / C1DeepSup: cbr (3x3 conv-BN-ReLU to fc_dim/4) + 1x1 conv_last; the deep-supervision
 // head does the same on conv_out[-2] (fc_dim/2 channels).
@@ -59,9 +63,9 @@ class PPM : public Decoder {
     const at::Tensor& conv5 = conv_out.back();
     const int64_t h = conv5.size(2), w = conv5.size(3);
     std::vector<at::Tensor> pyramid = {conv5};
+    std::vector<at::Tensor> pooled = pool_pyramid(conv5);
     for (int i = 0; i < 4; ++i) {
-      at::Tensor p = at::adaptive_avg_pool2d(conv5, {kPoolScales[i], kPoolScales[i]});
-      p = ppm_bn_[i](ppm_conv_[i](p), ctx).relu_();
+      at::Tensor p = ppm_bn_[i](ppm_conv_[i](pooled[i]), ctx).relu_();
       pyramid.push_back(upsample_bilinear(p, h, w));
     }
     at::Tensor x = last_bn_(last_conv_(at::cat(pyramid, 1)), ctx).relu_();
@@ -107,9 +111,9 @@ class UPerNet : public Decoder {
     const at::Tensor& conv5 = conv_out.back();
     const int64_t h = conv5.size(2), w = conv5.size(3);
     std::vector<at::Tensor> pyramid = {conv5};
+    std::vector<at::Tensor> pooled = pool_pyramid(conv5);
     for (int i = 0; i < 4; ++i) {
-      at::Tensor p = at::adaptive_avg_pool2d(conv5, {kPoolScales[i], kPoolScales[i]});
-      pyramid.push_back(ppm_conv_[i](upsample_bilinear(p, h, w), ctx));
+      pyramid.push_back(ppm_conv_[i](upsample_bilinear(pooled[i], h, w), ctx));
     }
     at::Tensor f = ppm_last_conv_(at::cat(pyramid, 1), ctx);
     pyramid.clear();

@@ -51,12 +51,17 @@ BatchNorm2d::BatchNorm2d(const Scope& scope, int64_t channels) {
   running_mean = r.add(p + "running_mean", {channels}, TensorRole::RunningMean);
   running_var = r.add(p + "running_var", {channels}, TensorRole::RunningVar);
   r.add(p + "num_batches_tracked", {}, TensorRole::NumBatchesTracked);
-  r.add(p + "_tmp_running_mean", {channels}, TensorRole::TmpRunningMean);
-  r.add(p + "_tmp_running_var", {channels}, TensorRole::TmpRunningVar);
-  r.add(p + "_running_iter", {1}, TensorRole::RunningIter);
+  reference.tmp_running_mean = r.add(p + "_tmp_running_mean", {channels}, TensorRole::TmpRunningMean);
+  reference.tmp_running_var = r.add(p + "_tmp_running_var", {channels}, TensorRole::TmpRunningVar);
+  reference.running_iter = r.add(p + "_running_iter", {1}, TensorRole::RunningIter);
 }
 
 at::Tensor BatchNorm2d::operator()(const at::Tensor& x, const ForwardContext& ctx) const {
+  if (ctx.training && ctx.sync_bn) {
+    const bool ref = ctx.sync_mode == ops::SyncBatchNormMode::Reference;
+    return ops::sync_batch_norm(x, weight, bias, running_mean, running_var, ctx.bn_momentum, ctx.bn_eps,
+                                ctx.communicator, ctx.sync_mode, ref ? &reference : nullptr);
+  }
   // cudnn_enabled=true as F.batch_norm passes torch.backends.cudnn.enabled.
   return at::batch_norm(x, weight, bias, running_mean, running_var, ctx.training, ctx.bn_momentum,
                         ctx.bn_eps, /*cudnn_enabled=*/true);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "ops/sync_batch_norm.h"
+
 namespace segtool::nn {
 
 // How one forward pass runs. The model passes the encoder and the decoder their own context
@@ -16,6 +18,13 @@ struct ForwardContext {
   double bn_momentum = 0.001;
   double bn_eps = 1e-5;
   double dropout = 0.1;  // Dropout2d probability of the PPM heads
+  // Synchronized BatchNorm: when set (and training), every BN layer normalises with the
+  // statistics of all ranks' batches through ops::sync_batch_norm over `communicator` (nullptr
+  // = this process alone, used for the reference's formula without other ranks). Each BN call
+  // is then a collective: every rank runs the same layers in the same order.
+  bool sync_bn = false;
+  dist::Communicator* communicator = nullptr;
+  ops::SyncBatchNormMode sync_mode = ops::SyncBatchNormMode::Exact;
 };
 
 enum class TensorRole {
@@ -26,9 +35,9 @@ enum class TensorRole {
   RunningMean,      // buffer
   RunningVar,       // buffer
   NumBatchesTracked,  // buffer, int64 scalar
-  TmpRunningMean,   // buffer of the reference's SyncBN, unused in the math
-  TmpRunningVar,    // buffer of the reference's SyncBN, unused in the math
-  RunningIter,      // buffer of the reference's SyncBN, unused in the math
+  TmpRunningMean,   // buffer of the reference's SyncBN (updated only by Reference-mode SyncBN)
+  TmpRunningVar,    // buffer of the reference's SyncBN (updated only by Reference-mode SyncBN)
+  RunningIter,      // buffer of the reference's SyncBN (updated only by Reference-mode SyncBN)
 };
 
 inline bool is_parameter(TensorRole r) {
@@ -88,9 +97,12 @@ struct Conv2d {
 // The reference's SynchronizedBatchNorm2d on one device = F.batch_norm. Registers weight, bias,
 // running_mean, running_var, num_batches_tracked, _tmp_running_mean, _tmp_running_var,
 // _running_iter in the reference's order. num_batches_tracked is never incremented (the
-// reference's forward calls F.batch_norm directly, which does not touch it).
+// reference's forward calls F.batch_norm directly, which does not touch it). With
+// ctx.sync_bn in training mode: ops::sync_batch_norm (the reference buffers are kept up to
+// date in Reference mode).
 struct BatchNorm2d {
   at::Tensor weight, bias, running_mean, running_var;
+  ops::ReferenceBuffers reference;  // _tmp_running_mean, _tmp_running_var, _running_iter
 
   BatchNorm2d() = default;
   BatchNorm2d(const Scope& scope, int64_t channels);

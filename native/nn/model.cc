@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dist/communicator.h"
 #include "nn/decoders.h"
 #include "nn/encoders.h"
 #include "nn/predict.h"
@@ -149,11 +150,18 @@ SegmentationModel::LoadReport SegmentationModel::load_state_dict(const io::Named
 
 SegmentationModel::DecoderOutputs SegmentationModel::run(const at::Tensor& input, bool training,
                                                          bool with_deepsup) {
-  const ForwardContext decoder_ctx{training, options_.bn_momentum, options_.bn_eps, options_.dropout};
+  ForwardContext decoder_ctx{training, options_.bn_momentum, options_.bn_eps, options_.dropout};
+  if (sync_bn_) {
+    decoder_ctx.sync_bn = true;
+    decoder_ctx.communicator = communicator_.get();
+    decoder_ctx.sync_mode = sync_mode_;
+  }
   ForwardContext encoder_ctx = decoder_ctx;
   if (options_.encoder == "hrnetv2") encoder_ctx.bn_momentum = options_.hrnet_bn_momentum;
-  DecoderOutput out = decoder_->forward(encoder_->forward(input, encoder_ctx), decoder_ctx, with_deepsup);
-  return {std::move(out.logits), std::move(out.deepsup_logits)};
+  // Inputs to the model's device and memory format; bf16 autocast (CUDA) for this forward only.
+  const ForwardScope scope(runtime_, device());
+  DecoderOutput out = decoder_->forward(encoder_->forward(scope.input(input), encoder_ctx), decoder_ctx, with_deepsup);
+  return {scope.output(out.logits), scope.output(out.deepsup_logits)};
 }
 
 SegmentationModel::Features SegmentationModel::forward_features(const at::Tensor& input) {
@@ -202,8 +210,9 @@ double pixel_accuracy(const at::Tensor& logprob, const at::Tensor& label) {
   return correct / (labeled + 1e-10);
 }
 
-TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at::Tensor& label,
+TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at::Tensor& label_in,
                                               const TrainStepOptions& opt) {
+  const at::Tensor label = label_in.device() == device() ? label_in : label_in.to(device());
   at::AutoGradMode grad_mode(true);
   TrainStepResult result;
 
@@ -229,6 +238,7 @@ TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at:
   loss.reset();
 
   at::NoGradGuard no_grad;
+  if (communicator_ && communicator_->world_size() > 1) average_over_ranks(result);
   double norm2_encoder = 0, norm2_decoder = 0;
   for (auto& e : registry_.entries()) {
     if (!is_parameter(e.role)) continue;
@@ -248,6 +258,45 @@ TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at:
   result.grad_norm_encoder = std::sqrt(norm2_encoder);
   result.grad_norm_decoder = std::sqrt(norm2_decoder);
   return result;
+}
+
+void SegmentationModel::set_communicator(std::shared_ptr<dist::Communicator> communicator, bool sync_bn,
+                                         ops::SyncBatchNormMode mode) {
+  communicator_ = std::move(communicator);
+  sync_mode_ = mode;
+  // Exact SyncBN over a world of one is BatchNorm: the plain path stays. Without a
+  // communicator, `sync_bn` asks for the op itself in this process alone (the reference's
+  // formula, or the exact op's own arithmetic to compare distributed runs with).
+  sync_bn_ = sync_bn && (!communicator_ || communicator_->world_size() > 1 || mode == ops::SyncBatchNormMode::Reference);
+}
+
+void SegmentationModel::broadcast_state(int root) {
+  if (!communicator_ || communicator_->world_size() == 1) return;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> tensors;
+  tensors.reserve(registry_.entries().size());
+  for (const auto& e : registry_.entries()) tensors.push_back(e.tensor.detach());
+  communicator_->broadcast(tensors, root);
+}
+
+void SegmentationModel::average_over_ranks(TrainStepResult& result) {
+  // Every rank's graph reaches the same parameters, so the lists (and buckets) match.
+  std::vector<at::Tensor> grads;
+  for (auto& e : registry_.entries()) {
+    if (is_parameter(e.role) && e.tensor.grad().defined()) grads.push_back(e.tensor.mutable_grad());
+  }
+  communicator_->all_reduce_mean(grads);
+  // On the model's device: NCCL reduces CUDA tensors only.
+  at::Tensor values = at::tensor(std::vector<double>{result.loss, result.accuracy, result.loss_main, result.loss_deepsup},
+                                 at::TensorOptions().dtype(at::kDouble))
+                          .to(device());
+  communicator_->all_reduce_mean({values});
+  values = values.cpu();
+  const double* v = values.data_ptr<double>();
+  result.loss = v[0];
+  result.accuracy = v[1];
+  result.loss_main = v[2];
+  result.loss_deepsup = v[3];
 }
 
 io::NamedTensors SegmentationModel::optimizer_state() const {

@@ -15,6 +15,7 @@
 #include "nn/arch.h"
 #include "nn/layers.h"
 #include "nn/predict.h"
+#include "nn/runtime.h"
 
 namespace segtool::nn {
 
@@ -94,6 +95,28 @@ class SegmentationModel {
   void set_bn_momentum(double m) { options_.bn_momentum = m; }
   void set_hrnet_bn_momentum(double m) { options_.hrnet_bn_momentum = m; }
   void set_dropout(double p) { options_.dropout = p; }
+  // How forward passes run (runtime.h): inputs copied to the model's device (and channels-last
+  // memory format), bf16 autocast on CUDA, cuDNN benchmark mode. check_runtime() first.
+  void set_runtime(const RuntimeOptions& runtime) { runtime_ = runtime; }
+  const RuntimeOptions& runtime() const { return runtime_; }
+
+  // Distributed training, one process per rank (as PyTorch's DistributedDataParallel +
+  // SyncBatchNorm). With a communicator attached:
+  // - train_step averages the gradients over ranks (bucketed all-reduce, before the update),
+  //   and the loss and accuracy it reports are averaged over ranks too (the reference's
+  //   loss.mean() / acc.mean() over its GPUs);
+  // - with `sync_bn`, every training-mode forward normalises with the statistics of all ranks'
+  //   batches (ops::sync_batch_norm in `mode`); each BN layer is then a collective, so every
+  //   rank must make the same training calls in the same order.
+  // World size 1 with Exact mode is the single-process path unchanged; Reference mode applies
+  // the reference's formula and buffers at any world size. nullptr detaches (with `sync_bn`:
+  // the SyncBN op in this process alone). The model keeps the communicator alive while attached.
+  void set_communicator(std::shared_ptr<dist::Communicator> communicator, bool sync_bn,
+                        ops::SyncBatchNormMode mode = ops::SyncBatchNormMode::Exact);
+  dist::Communicator* communicator() const { return communicator_.get(); }
+  // Rank `root`'s parameters and buffers copied in place to every rank (a collective; a no-op
+  // without a communicator): every rank starts identical.
+  void broadcast_state(int root = 0);
 
   struct Features {
     at::Tensor logprob;          // B x num_class x h x w, log_softmax at feature resolution
@@ -146,6 +169,13 @@ class SegmentationModel {
   std::unique_ptr<Encoder> encoder_;
   std::unique_ptr<Decoder> decoder_;
   std::map<std::string, at::Tensor> momentum_;  // parameter name -> SGD momentum buffer
+  RuntimeOptions runtime_;
+  // Distributed training (set_communicator).
+  std::shared_ptr<dist::Communicator> communicator_;
+  bool sync_bn_ = false;
+  ops::SyncBatchNormMode sync_mode_ = ops::SyncBatchNormMode::Exact;
+  // Gradients (and the values train_step reports) averaged over ranks.
+  void average_over_ranks(TrainStepResult& result);
 };
 
 // Pixel accuracy as the reference's pixel_acc: argmax over classes equal to label, among

@@ -7,16 +7,8 @@
 #include <string>
 
 #include "dist/communicator.h"
-#include "ops/cpu/batch_norm_kernels.h"
+#include "ops/batch_norm_ops.h"
 
-#ifdef SEGTOOL_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include "ops/cuda/channel_stats.h"
-#endif
 
 namespace segtool::ops {
 namespace {
@@ -24,94 +16,26 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Per-channel [C] float64 vector as a [1, C, 1, ...] view that broadcasts against x.
-at::Tensor channel_view(const at::Tensor& v, const at::Tensor& x) {
-  std::vector<int64_t> shape(x.dim(), 1);
-  shape[1] = v.numel();
-  return v.view(shape);
-}
-
-std::vector<int64_t> reduced_dims(const at::Tensor& x) {
-  std::vector<int64_t> dims{0};
-  for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
-  return dims;
-}
-
-// Elementwise math in float, or double for double inputs (as ATen's opmath).
-at::ScalarType compute_type(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
-
-#ifdef SEGTOOL_WITH_CUDA
-// The local statistics through the raw CUDA kernel (float accumulation); double inputs use ATen.
-at::Tensor cuda_channel_sums(const at::Tensor& input) {
-  const c10::cuda::CUDAGuard guard(input.device());
-  const int64_t channels = input.size(1);
-  if (input.scalar_type() == at::kDouble) {
-    const auto dims = reduced_dims(input);
-    return at::stack({input.sum(dims), (input * input).sum(dims)});
-  }
-  at::Tensor out = at::zeros({2, channels}, input.options().dtype(at::kFloat));
-  if (input.numel() == 0) return out.to(at::kDouble);
-  at::Tensor x = input.contiguous();
-  const int64_t batch = x.size(0);
-  const int64_t inner = x.numel() / (batch * channels);
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  float* sum = out.data_ptr<float>();
-  float* sumsq = sum + channels;
-  cudaError_t status;
-  switch (x.scalar_type()) {
-    case at::kFloat:
-      status = cuda::channel_sums(x.data_ptr<float>(), batch, channels, inner, sum, sumsq, stream);
-      break;
-    case at::kHalf:
-      status = cuda::channel_sums(reinterpret_cast<const __half*>(x.data_ptr<at::Half>()), batch, channels, inner, sum,
-                                  sumsq, stream);
-      break;
-    case at::kBFloat16:
-      status = cuda::channel_sums(reinterpret_cast<const __nv_bfloat16*>(x.data_ptr<at::BFloat16>()), batch, channels,
-                                  inner, sum, sumsq, stream);
-      break;
-    default:
-      throw std::invalid_argument(std::string("sync_batch_norm: unsupported CUDA dtype ") +
-                                  c10::toString(x.scalar_type()));
-  }
-  TORCH_CHECK(status == cudaSuccess, "sync_batch_norm: channel_sums kernel failed: ", cudaGetErrorString(status));
-  return out.to(at::kDouble);
-}
-#endif
-
+// The local kernels, on the tensor's device (ops/batch_norm_ops.h: CPU, CUDA, or ATen).
 // [2, C] float64 on x's device: sum and sum of squares per channel.
-at::Tensor local_channel_sums(const at::Tensor& x) {
-#ifdef SEGTOOL_WITH_CUDA
-  if (x.is_cuda()) return cuda_channel_sums(x);
-#endif
-  if (x.is_cpu()) return cpu::channel_sums(x);
-  const auto dims = reduced_dims(x);
-  return at::stack({x.sum(dims, false, at::kDouble), (x.to(at::kDouble) * x).sum(dims)});
-}
+at::Tensor local_channel_sums(const at::Tensor& x) { return bn_channel_sums(x); }
 
 // [2, C] float64: sum dy and sum dy * (x - mean) per channel.
 at::Tensor local_grad_sums(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean) {
-  if (x.is_cpu()) return cpu::channel_grad_sums(dy, x, mean);
-  const auto dims = reduced_dims(x);
-  at::Tensor centred = x.to(at::kDouble) - channel_view(mean, x);
-  return at::stack({dy.sum(dims, false, at::kDouble), (dy.to(at::kDouble) * centred).sum(dims)});
+  return bn_grad_sums(dy, x, mean);
 }
 
 at::Tensor affine(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
-  if (x.is_cpu()) return cpu::channel_affine(x, scale, shift);
-  const auto type = compute_type(x);
-  return (x.to(type) * channel_view(scale.to(type), x) + channel_view(shift.to(type), x)).to(x.scalar_type());
+  return bn_affine(x, scale, shift);
 }
 
 at::Tensor input_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& dy_scale,
                       const at::Tensor& x_scale, const at::Tensor& offset) {
-  if (x.is_cpu()) return cpu::batch_norm_input_grad(dy, x, mean, dy_scale, x_scale, offset);
-  const auto type = compute_type(x);
-  at::Tensor out = dy.to(type) * channel_view(dy_scale.to(type), x) +
-                   (x.to(type) - channel_view(mean.to(type), x)) * channel_view(x_scale.to(type), x) +
-                   channel_view(offset.to(type), x);
-  return out.to(x.scalar_type());
+  return bn_input_grad(dy, x, mean, dy_scale, x_scale, offset);
 }
+
+// Channels-last inputs stay channels-last (the kernels read them as they are).
+at::Tensor kernel_layout(const at::Tensor& x) { return bn_channels_last(x) ? x : x.contiguous(); }
 
 void all_reduce(dist::Communicator* communicator, const at::Tensor& t) {
   if (communicator && communicator->world_size() > 1) communicator->all_reduce_sum({t});
@@ -156,7 +80,7 @@ class SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunc
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
                             const at::Tensor& bias, const Config* config) {
-    at::Tensor x = input.contiguous();
+    at::Tensor x = kernel_layout(input);
     const int64_t channels = x.size(1);
     const auto stat_options = x.options().dtype(at::kDouble);
 
@@ -206,7 +130,7 @@ class SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunc
     auto* communicator = reinterpret_cast<dist::Communicator*>(ctx->saved_data["communicator"].toInt());
 
     // Every rank reaches this collective, even one whose output received no gradient.
-    at::Tensor dy = grad_outputs[0].defined() ? grad_outputs[0].contiguous() : at::zeros_like(x);
+    at::Tensor dy = grad_outputs[0].defined() ? grad_outputs[0].contiguous(x.suggest_memory_format()) : at::zeros_like(x);
     at::Tensor local = local_grad_sums(dy, x, mean);  // [sum dy, sum dy*(x - mean)], this rank
     at::Tensor global = local.clone();
     all_reduce(communicator, global);

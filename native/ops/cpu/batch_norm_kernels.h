@@ -1,5 +1,6 @@
 // CPU kernels of synchronized BatchNorm. The input is viewed as [N, C, inner] (contiguous;
-// inner = H*W, 1 for [N, C]). Per-channel parameters and results are float64 [C] tensors.
+// inner = H*W, 1 for [N, C]); a 4-D channels-last input is read as [N*H*W, C] without a copy
+// and elementwise results keep its memory format. Per-channel parameters and results are float64 [C] tensors.
 // Reductions accumulate in double in a fixed order (deterministic for any thread count); the
 // CUDA kernel (ops/cuda/channel_stats.cu) computes the same sums with float accumulators.
 // One pass each, no temporaries: that is why these exist instead of an ATen composition.

@@ -1,0 +1,70 @@
+// Where and how a model computes: the device ("cpu", "cuda", "cuda:N"), the precision (float32,
+// or bfloat16 autocast on CUDA), the inputs' memory format (channels-last) and cuDNN's benchmark
+// mode. The model applies them in every forward pass (SegmentationModel::run): inputs are copied
+// to the model's device and memory format there, and autocast covers the forward (and the
+// loss inputs, cast back to float32), never the backward or the SGD update, whose weights stay
+// float32 - PyTorch's torch.autocast recipe.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace segtool::nn {
+
+enum class Precision { Fp32, Bf16 };
+
+struct RuntimeOptions {
+  Precision precision = Precision::Fp32;
+  bool channels_last = false;    // inputs (hence convolutions) in channels-last memory format
+  bool cudnn_benchmark = false;  // cuDNN autotuning; a process-wide LibTorch setting
+};
+
+// What this LibTorch offers for CUDA.
+struct CudaInfo {
+  bool available = false;     // LibTorch was built with CUDA and sees at least one device
+  int64_t device_count = 0;
+  bool kernels = false;       // segtool's CUDA kernels are compiled in (SEGTOOL_WITH_CUDA)
+  std::string torch_version;  // TORCH_VERSION of the headers built against
+};
+CudaInfo cuda_info();
+
+// A device that cannot be used here (CUDA asked of a CPU-only LibTorch, or device N of fewer).
+class DeviceError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// "cpu", "cuda", "cuda:N" -> a device checked against this LibTorch. Throws
+// std::invalid_argument for a malformed name and DeviceError for an unavailable device.
+at::Device parse_device(const std::string& spec);
+std::string device_name(const at::Device& device);
+
+// Throws std::invalid_argument when the options cannot run on `device` (bf16 needs CUDA).
+void check_runtime(const RuntimeOptions& options, const at::Device& device);
+
+// One forward pass's settings, restored on destruction (thread-local autocast state).
+class ForwardScope {
+ public:
+  ForwardScope(const RuntimeOptions& options, const at::Device& device);
+  ~ForwardScope();
+  ForwardScope(const ForwardScope&) = delete;
+  ForwardScope& operator=(const ForwardScope&) = delete;
+
+  // x on the model's device, in channels-last memory format when asked for (4-D inputs).
+  at::Tensor input(const at::Tensor& x) const;
+  // Logits for the loss/softmax: float32 when autocast produced a lower precision.
+  at::Tensor output(const at::Tensor& logits) const;
+  bool autocast() const { return autocast_; }
+
+ private:
+  const RuntimeOptions& options_;
+  at::Device device_;
+  bool autocast_ = false;
+  bool previous_autocast_ = false;
+  at::ScalarType previous_dtype_ = at::kHalf;
+};
+
+}  // namespace segtool::nn
