@@ -40,3 +40,15 @@ test('log line has the reference format', () => {
   meter.update(4, 3);
   assert.equal(meter.average, 3.5);
 });
+
+test('TRAIN.bn_momentum at the reference default keeps hrnetv2\'s own 0.1; another value applies everywhere', async () => {
+  const { trainingModelOptions } = await import('../dist/train/train.js');
+  const { defaultConfig, mergeConfig } = await import('../dist/index.js');
+  const hrnet = (momentum) =>
+    trainingModelOptions(mergeConfig(defaultConfig(), { MODEL: { arch_encoder: 'hrnetv2', arch_decoder: 'c1', fc_dim: 720 }, TRAIN: { bn_momentum: momentum } }));
+  const byDefault = hrnet(0.001);
+  assert.equal('bnMomentum' in byDefault, false, 'no explicit momentum: the model keeps 0.001 and HRNet 0.1');
+  assert.equal(byDefault.encoder, 'hrnetv2');
+  assert.equal(byDefault.fcDim, 720);
+  assert.equal(hrnet(0.1).bnMomentum, 0.1);
+});

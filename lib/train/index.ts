@@ -1,5 +1,5 @@
 export * from './schedule.js';
 export * from './log.js';
-export { train, trainingCheckpointPath, listTrainingCheckpoints } from './train.js';
+export { train, trainingCheckpointPath, listTrainingCheckpoints, trainingModelOptions } from './train.js';
 export type { TrainOptions, TrainResult, TrainEvent, IterationEvent, TrainHistoryEntry } from './train.js';
 export { readSampleList, resolveConfigInput, writeFileAtomic, writeJsonAtomic, type ConfigInput } from './common.js';

@@ -27,7 +27,7 @@ import { createTrainLoader, deriveSeed, readImageSizes, type BadSample, type Sam
 import { SegtoolError } from '../errors.js';
 import { Communicator } from '../dist/communicator.js';
 import { distributedEnv } from '../dist/env.js';
-import { SegmentationModel } from '../model.js';
+import { SegmentationModel, type ModelOptions } from '../model.js';
 import { native } from '../native.js';
 import { setNumThreads } from '../tensor.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
@@ -153,6 +153,23 @@ interface RngState {
 
 const CHECKPOINT_PATTERN = /^checkpoint_epoch_(\d+)\.safetensors$/;
 
+/**
+ * The model a config trains. TRAIN.bn_momentum at the reference's 0.001 (its SyncBN default)
+ * leaves hrnetv2's encoder at the 0.1 the reference's hrnet.py hard-codes; any other value
+ * applies to every BatchNorm.
+ */
+export function trainingModelOptions(cfg: SegtoolConfig): ModelOptions {
+  return {
+    encoder: cfg.MODEL.arch_encoder,
+    decoder: cfg.MODEL.arch_decoder,
+    fcDim: cfg.MODEL.fc_dim,
+    numClass: cfg.DATASET.num_class,
+    ...(cfg.TRAIN.bn_momentum === REFERENCE_BN_MOMENTUM ? {} : { bnMomentum: cfg.TRAIN.bn_momentum }),
+  };
+}
+
+const REFERENCE_BN_MOMENTUM = 0.001;
+
 export function trainingCheckpointPath(dir: string, epoch: number): string {
   return join(dir, `checkpoint_epoch_${epoch}.safetensors`);
 }
@@ -264,13 +281,7 @@ async function trainRanks(
   await readImageSizes(records); // odgt lists without width/height
 
   manualSeed(cfg.TRAIN.seed); // the reference's torch.manual_seed: initial weights follow the seed
-  const model = await SegmentationModel.create({
-    encoder: cfg.MODEL.arch_encoder,
-    decoder: cfg.MODEL.arch_decoder,
-    fcDim: cfg.MODEL.fc_dim,
-    numClass: cfg.DATASET.num_class,
-    bnMomentum: cfg.TRAIN.bn_momentum,
-  });
+  const model = await SegmentationModel.create(trainingModelOptions(cfg));
   try {
     if (model.outputStride !== cfg.DATASET.segm_downsampling_rate) {
       throw new SegtoolError(
