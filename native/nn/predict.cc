@@ -15,33 +15,6 @@
 namespace segtool::nn {
 namespace {
 
-// Source rows and weights of upsample_bilinear2d (align_corners=false, no scale factor) for
-// output rows [y0, y1), computed as ATen's CPU kernel does (float arithmetic).
-struct RowWeights {
-  std::vector<int64_t> index0, index1;
-  std::vector<float> lambda0, lambda1;
-};
-
-RowWeights row_weights(int64_t in_h, int64_t out_h, int64_t y0, int64_t y1) {
-  RowWeights w;
-  const float scale = static_cast<float>(in_h) / static_cast<float>(out_h);
-  for (int64_t y = y0; y < y1; ++y) {
-    int64_t i0 = y, i1 = y;
-    float l1 = 0;
-    if (in_h != out_h) {
-      const float src = std::max(scale * (static_cast<float>(y) + 0.5f) - 0.5f, 0.0f);
-      i0 = static_cast<int64_t>(src);
-      i1 = i0 + (i0 < in_h - 1 ? 1 : 0);
-      l1 = std::min(std::max(src - static_cast<float>(i0), 0.0f), 1.0f);
-    }
-    w.index0.push_back(i0);
-    w.index1.push_back(i1);
-    w.lambda0.push_back(1.0f - l1);
-    w.lambda1.push_back(l1);
-  }
-  return w;
-}
-
 at::Tensor vector_tensor(std::vector<int64_t>& v) {
   return at::from_blob(v.data(), {static_cast<int64_t>(v.size())}, at::kLong).clone();
 }
@@ -53,8 +26,12 @@ at::Tensor weight_column(std::vector<float>& v, const at::Tensor& like) {
 
 // Rows [y0, y1) of upsample_bilinear2d(logits, {out_h, out_w}).
 at::Tensor upsample_band(const at::Tensor& logits, int64_t out_h, int64_t out_w, int64_t y0, int64_t y1) {
-  const int64_t in_h = logits.size(2);
-  RowWeights w = row_weights(in_h, out_h, y0, y1);
+  const ops::cpu::AxisWeights all = ops::cpu::bilinear_axis_weights(logits.size(2), out_h);
+  ops::cpu::AxisWeights w;
+  w.index0.assign(all.index0.begin() + y0, all.index0.begin() + y1);
+  w.index1.assign(all.index1.begin() + y0, all.index1.begin() + y1);
+  w.lambda0.assign(all.lambda0.begin() + y0, all.lambda0.begin() + y1);
+  w.lambda1.assign(all.lambda1.begin() + y0, all.lambda1.begin() + y1);
   const int64_t r0 = w.index0.front();
   const int64_t r1 = w.index1.back();
   // Width first on the few source rows the band needs (height unchanged: an exact copy).

@@ -17,37 +17,6 @@
 namespace segtool::ops::cpu {
 namespace {
 
-// Source indices and weights of upsample_bilinear2d (align_corners=false, no scale factor)
-// along one axis, computed as ATen's CPU kernel does (float arithmetic).
-struct AxisWeights {
-  std::vector<int64_t> index0, index1;
-  std::vector<float> lambda0, lambda1;
-};
-
-AxisWeights axis_weights(int64_t in, int64_t out) {
-  AxisWeights w;
-  w.index0.resize(out);
-  w.index1.resize(out);
-  w.lambda0.resize(out);
-  w.lambda1.resize(out);
-  const float scale = static_cast<float>(in) / static_cast<float>(out);
-  for (int64_t o = 0; o < out; ++o) {
-    int64_t i0 = o, i1 = o;
-    float l1 = 0;
-    if (in != out) {
-      const float src = std::max(scale * (static_cast<float>(o) + 0.5f) - 0.5f, 0.0f);
-      i0 = static_cast<int64_t>(src);
-      i1 = i0 + (i0 < in - 1 ? 1 : 0);
-      l1 = std::min(std::max(src - static_cast<float>(i0), 0.0f), 1.0f);
-    }
-    w.index0[o] = i0;
-    w.index1[o] = i1;
-    w.lambda0[o] = 1.0f - l1;
-    w.lambda1[o] = l1;
-  }
-  return w;
-}
-
 // exp(x) for x <= 0 (Cephes' expf polynomial, ~1 ulp), branch-free so that it vectorises.
 inline float exp_nonpositive(float x) {
   x = std::max(x, -87.0f);
@@ -127,8 +96,8 @@ SEGTOOL_ROW_KERNEL void row_accumulate(float* const* acc, const float* e, int64_
 class ScaleRows {
  public:
   ScaleRows(const ClassLogits& l, int64_t classes, int64_t out_h, int64_t out_w)
-      : logits_(l), classes_(classes), out_w_(out_w), rows_(axis_weights(l.height, out_h)),
-        cols_(axis_weights(l.width, out_w)) {
+      : logits_(l), classes_(classes), out_w_(out_w), rows_(bilinear_axis_weights(l.height, out_h)),
+        cols_(bilinear_axis_weights(l.width, out_w)) {
     for (auto& slot : slots_) slot.data.resize(static_cast<size_t>(classes * out_w));
   }
 
@@ -168,6 +137,30 @@ class ScaleRows {
 };
 
 }  // namespace
+
+AxisWeights bilinear_axis_weights(int64_t in, int64_t out) {
+  AxisWeights w;
+  w.index0.resize(out);
+  w.index1.resize(out);
+  w.lambda0.resize(out);
+  w.lambda1.resize(out);
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  for (int64_t o = 0; o < out; ++o) {
+    int64_t i0 = o, i1 = o;
+    float l1 = 0;
+    if (in != out) {
+      const float src = std::max(scale * (static_cast<float>(o) + 0.5f) - 0.5f, 0.0f);
+      i0 = static_cast<int64_t>(src);
+      i1 = i0 + (i0 < in - 1 ? 1 : 0);
+      l1 = std::min(std::max(src - static_cast<float>(i0), 0.0f), 1.0f);
+    }
+    w.index0[o] = i0;
+    w.index1[o] = i1;
+    w.lambda0[o] = 1.0f - l1;
+    w.lambda1[o] = l1;
+  }
+  return w;
+}
 
 void predict_classes(const std::vector<ClassLogits>& scales, int64_t num_class, int64_t out_h, int64_t out_w,
                      const ClassPredictionOutputs& out) {

@@ -9,6 +9,14 @@
 
 namespace segtool::ops::cpu {
 
+// Source indices and weights of upsample_bilinear2d (align_corners=false, no scale factor)
+// along one axis of `in` -> `out` samples, computed as ATen's CPU kernel does (float arithmetic).
+struct AxisWeights {
+  std::vector<int64_t> index0, index1;
+  std::vector<float> lambda0, lambda1;
+};
+AxisWeights bilinear_axis_weights(int64_t in, int64_t out);
+
 struct ClassLogits {
   const float* data;  // num_class x height x width, contiguous
   int64_t height, width;

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "batch_norm.h"
+#include "float_access.cuh"
 
 namespace segtool::ops::cuda {
 namespace {
@@ -12,30 +13,6 @@ constexpr int kThreads = 256;
 constexpr int kTileChannels = 32;  // channels-last: channels per block (x), rows per block (y)
 constexpr int kTileRows = 8;
 
-template <typename T>
-__device__ __forceinline__ float load(const T* p) {
-  return static_cast<float>(*p);
-}
-template <>
-__device__ __forceinline__ float load<__half>(const __half* p) {
-  return __half2float(*p);
-}
-template <>
-__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p) {
-  return __bfloat162float(*p);
-}
-template <typename T>
-__device__ __forceinline__ T store(float v) {
-  return static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ __half store<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 store<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

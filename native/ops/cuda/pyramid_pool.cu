@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "pyramid_pool.h"
+#include "float_access.cuh"
 
 namespace segtool::ops::cuda {
 namespace {
@@ -11,30 +12,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
-template <typename T>
-__device__ __forceinline__ float load(const T* p) {
-  return static_cast<float>(*p);
-}
-template <>
-__device__ __forceinline__ float load<__half>(const __half* p) {
-  return __half2float(*p);
-}
-template <>
-__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p) {
-  return __bfloat162float(*p);
-}
-template <typename T>
-__device__ __forceinline__ T store(float v) {
-  return static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ __half store<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 store<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 struct CellBox {
   int64_t h0, h1, w0, w1;
