@@ -8,7 +8,8 @@ import sharp from 'sharp';
 
 const CHANNELS = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
 
-function chunk(type, data) {
+/** One PNG chunk: length, type, data, CRC. */
+export function chunk(type, data) {
   const out = Buffer.alloc(12 + data.length);
   out.writeUInt32BE(data.length, 0);
   out.write(type, 4, 'latin1');

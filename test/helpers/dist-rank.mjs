@@ -4,22 +4,12 @@
 import assert from 'node:assert/strict';
 import { MetricsAccumulator, Tensor } from '../../dist/index.js';
 import { batchNorm, Communicator, distributedEnv, ShardedMetrics, shardRange, syncBatchNorm } from '../../dist/dist/index.js';
+import { prng } from './prng.mjs';
 
 const role = process.argv[2];
 const args = JSON.parse(process.env.DIST_TEST_ARGS ?? '{}');
 const env = distributedEnv();
 
-/** A small deterministic PRNG, so every rank can rebuild every rank's data. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ARRAY = { float32: Float32Array, float64: Float64Array };
 

@@ -11,21 +11,12 @@
 import { createHash } from 'node:crypto';
 import { manualSeed, SegmentationModel, Tensor } from '../../dist/index.js';
 import { Communicator, distributedEnv } from '../../dist/dist/index.js';
+import { prng } from './prng.mjs';
 
 const role = process.argv[2];
 const args = JSON.parse(process.env.DIST_TEST_ARGS ?? '{}');
 const env = distributedEnv();
 
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const MODEL = { encoder: args.encoder ?? 'resnet18dilated', decoder: args.decoder ?? 'c1_deepsup', numClass: 5, bnMomentum: 0.1 };
 const STEP = { lrEncoder: 0.02, lrDecoder: 0.02, momentum: 0.9, weightDecay: 1e-4, deepSupScale: 0.4 };

@@ -4,7 +4,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
 import {
   SegmentationModel,
   defaultConfig,
@@ -15,6 +14,7 @@ import {
   generateSyntheticDataset,
   disposeAll,
 } from '../../dist/index.js';
+import { chunk } from './data.mjs';
 
 export const TINY_MODEL = { arch_encoder: 'mobilenetv2dilated', arch_decoder: 'c1', fc_dim: 320 };
 
@@ -48,14 +48,6 @@ export async function createTinyModel({ size = 32, scenes = 4, prefix = 'segtool
   };
 }
 
-function chunk(type, data) {
-  const out = Buffer.alloc(12 + data.length);
-  out.writeUInt32BE(data.length, 0);
-  out.write(type, 4, 'latin1');
-  Buffer.from(data).copy(out, 8);
-  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
-  return out;
-}
 
 /** A PNG whose header claims width x height RGB pixels, with almost no pixel data behind it. */
 export function pngHeaderOnly(width, height) {
