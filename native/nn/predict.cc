@@ -24,14 +24,15 @@ at::Tensor weight_column(std::vector<float>& v, const at::Tensor& like) {
       .to(like.options(), /*non_blocking=*/false, /*copy=*/true);
 }
 
-// Rows [y0, y1) of upsample_bilinear2d(logits, {out_h, out_w}).
-at::Tensor upsample_band(const at::Tensor& logits, int64_t out_h, int64_t out_w, int64_t y0, int64_t y1) {
-  const ops::cpu::AxisWeights all = ops::cpu::bilinear_axis_weights(logits.size(2), out_h);
+// Rows [y0, y1) of upsample_bilinear2d(logits, {out_h, out_w}); `row_weights` are
+// bilinear_axis_weights(logits.size(2), out_h), computed once per scale.
+at::Tensor upsample_band(const at::Tensor& logits, const ops::cpu::AxisWeights& row_weights, int64_t out_w, int64_t y0,
+                         int64_t y1) {
   ops::cpu::AxisWeights w;
-  w.index0.assign(all.index0.begin() + y0, all.index0.begin() + y1);
-  w.index1.assign(all.index1.begin() + y0, all.index1.begin() + y1);
-  w.lambda0.assign(all.lambda0.begin() + y0, all.lambda0.begin() + y1);
-  w.lambda1.assign(all.lambda1.begin() + y0, all.lambda1.begin() + y1);
+  w.index0.assign(row_weights.index0.begin() + y0, row_weights.index0.begin() + y1);
+  w.index1.assign(row_weights.index1.begin() + y0, row_weights.index1.begin() + y1);
+  w.lambda0.assign(row_weights.lambda0.begin() + y0, row_weights.lambda0.begin() + y1);
+  w.lambda1.assign(row_weights.lambda1.begin() + y0, row_weights.lambda1.begin() + y1);
   const int64_t r0 = w.index0.front();
   const int64_t r1 = w.index1.back();
   // Width first on the few source rows the band needs (height unchanged: an exact copy).
@@ -45,10 +46,6 @@ at::Tensor upsample_band(const at::Tensor& logits, int64_t out_h, int64_t out_w,
   return band;
 }
 
-}  // namespace
-
-namespace {
-
 // Device-agnostic path (CUDA tensors): ATen ops on bands of rows.
 Prediction predict_in_bands(const std::vector<at::Tensor>& logits, int64_t out_h, int64_t out_w,
                             const PredictOptions& options) {
@@ -60,11 +57,17 @@ Prediction predict_in_bands(const std::vector<at::Tensor>& logits, int64_t out_h
   if (options.probabilities) p.probabilities = at::empty({batch, classes, out_h, out_w}, tensor_options);
   const int64_t rows = std::max<int64_t>(1, options.band_elements / std::max<int64_t>(1, batch * classes * out_w));
   const double n = static_cast<double>(logits.size());
+  std::vector<at::Tensor> scales;
+  std::vector<ops::cpu::AxisWeights> row_weights;
+  for (const auto& l : logits) {
+    scales.push_back(l.to(at::kFloat));
+    row_weights.push_back(ops::cpu::bilinear_axis_weights(l.size(2), out_h));
+  }
   for (int64_t y0 = 0; y0 < out_h; y0 += rows) {
     const int64_t y1 = std::min(out_h, y0 + rows);
     at::Tensor scores;
-    for (const auto& l : logits) {
-      at::Tensor probs = at::softmax(upsample_band(l.to(at::kFloat), out_h, out_w, y0, y1), 1);
+    for (size_t s = 0; s < scales.size(); ++s) {
+      at::Tensor probs = at::softmax(upsample_band(scales[s], row_weights[s], out_w, y0, y1), 1);
       if (logits.size() == 1) {
         scores = std::move(probs);
       } else {
