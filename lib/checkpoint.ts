@@ -9,7 +9,7 @@ import { openSync, readSync, closeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { SegtoolError } from './errors.js';
-import { native } from './native.js';
+import { loadNative, native } from './native.js';
 import { Tensor } from './tensor.js';
 import { loadSafetensors, saveSafetensors, disposeAll } from './io/safetensors.js';
 import { expectExistingFile } from './io/files.js';
@@ -54,14 +54,14 @@ export async function readWeights(path: string, options: { key?: string } = {}):
     }
     return file.tensors;
   }
-  const { tensors } = await native().readPth(path, options.key ?? '');
+  const { tensors } = await (await loadNative()).readPth(path, options.key ?? '');
   return new Map(tensors.map(([key, handle]) => [key, new Tensor(handle)]));
 }
 
 /** Writes weights as a torch.save(OrderedDict) .pth file that torch.load reads. */
 export async function writePth(path: string, tensors: Map<string, Tensor>): Promise<void> {
   expectString('path', path);
-  await native().writePth(path, [...tensors].map(([key, t]) => [key, t.handle]));
+  await (await loadNative()).writePth(path, [...tensors].map(([key, t]) => [key, t.handle]));
 }
 
 /** Writes weights as .pth or .safetensors, chosen by the file extension. */

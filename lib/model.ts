@@ -7,7 +7,7 @@ import { DECODER_NAMES, ENCODER_CHANNELS, ENCODER_NAMES, type DecoderName, type 
 import { Communicator } from './dist/communicator.js';
 import { checkDevice, checkRuntime, type DeviceName, type Precision, type RuntimeOptions } from './device.js';
 import { SegtoolError } from './errors.js';
-import { native, type NamedNativeTensors, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';
+import { loadNative, native, type NamedNativeTensors, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';
 import { Tensor, type TensorData } from './tensor.js';
 import { expectBoolean, expectInteger, expectNumber, expectOneOf, expectString, invalid } from './validate.js';
 
@@ -159,7 +159,7 @@ export class SegmentationModel {
     }
     const device = options.device === undefined ? 'cpu' : checkDevice('device', options.device);
     const runtime = checkRuntime('options', options, device);
-    const handle = await native().createModel({
+    const handle = await (await loadNative()).createModel({
       encoder,
       decoder,
       fcDim,

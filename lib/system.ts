@@ -1,6 +1,6 @@
 /** What this process's segtool runs on: LibTorch build, threads, and a quick speed probe. */
 import { availableParallelism } from 'node:os';
-import { native, type BuildInfo } from './native.js';
+import { loadNative, type BuildInfo } from './native.js';
 
 export interface SystemInfo extends BuildInfo {
   threads: number;
@@ -10,7 +10,7 @@ export interface SystemInfo extends BuildInfo {
 }
 
 export async function systemInfo(options: { measure?: boolean } = {}): Promise<SystemInfo> {
-  const addon = native();
+  const addon = await loadNative();
   const info: SystemInfo = { ...addon.buildInfo(), threads: addon.getNumThreads(), cores: availableParallelism() };
   if (options.measure) info.matmulGflops = (await addon.matmulBenchmark(1024, 4)).gflops;
   return info;

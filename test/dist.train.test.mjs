@@ -31,20 +31,32 @@ function relative(a, b) {
   return Math.abs(a - b) / Math.abs(b);
 }
 
-// Tolerances. Losses: the step's loss averaged over ranks against the single process's, at every
-// step (measured <= 3e-7). Parameters: training in float32 is chaotic at the ulp level (a ReLU
-// whose input is within rounding of 0 flips and changes a gradient by a finite amount), so the
-// distributed run is compared with the envelope of that chaos: the same single-process run with
-// the batch in reverse order (same math, other summation order). Measured on resnet18dilated +
-// c1_deepsup, 32 px, 3 steps: distributed 7.0e-4 / envelope 7.2e-4 (exact), 1.83e-3 / 1.82e-3
-// (reference), both on a BN bias, relative to max(|tensor|, 0.01); buffers 1.3e-6 / 3.0e-6.
+// Tolerances. Training in float32 is chaotic at the ulp level: a ReLU whose input is within
+// rounding of 0 flips and changes a gradient by a finite amount, and where that happens depends
+// on the CPU, the BLAS and the thread count. So the distributed run is judged against the chaos
+// measured in the same run: the single-process run with the batch in three other orders (same
+// math, other summation order). Bound: 3 x the largest deviation those show, floored at what one
+// forward pass's rounding can give (losses 2e-6 relative; parameters 1e-4 relative to
+// max(|tensor|, 0.01)). Seen on resnet18dilated + c1_deepsup, 32 px, 3 steps: losses 3e-7 at
+// step 0, 3e-5..5e-5 at step 2 on some machines; parameters 7.0e-4 vs envelope 7.2e-4 (exact),
+// 1.83e-3 vs 1.82e-3 (reference), both on a BN bias.
+function lossBound(step, single, envelopeLosses) {
+  const spread = Math.max(...envelopeLosses.map((losses) => relative(losses[step], single)));
+  return Math.max(2e-6, 3 * spread);
+}
+
 for (const mode of ['exact', 'reference']) {
   test(`2 ranks on half a batch each = 1 process on the whole batch (SyncBN ${mode}, 3 steps); ranks bitwise identical after every step`, async () => {
     const [r0, r1] = await runTrainRanks({ steps: 3, size: 32, batch: 4, mode });
     assert.deepEqual(r0.identical, [true, true, true], 'rank 0 matches every rank after each step');
     assert.deepEqual(r1.identical, [true, true, true], 'rank 1 matches every rank after each step');
     assert.deepEqual(r0.losses, r1.losses, 'every rank reports the same (averaged) loss');
-    r0.losses.forEach((loss, step) => assert.ok(relative(loss, r0.singleLosses[step]) < 2e-6, `step ${step}: loss ${loss} vs ${r0.singleLosses[step]}`));
+    r0.losses.forEach((loss, step) => {
+      const single = r0.singleLosses[step];
+      const bound = lossBound(step, single, r0.envelopeLosses);
+      console.log(`# ${mode} step ${step}: loss ${relative(loss, single).toExponential(2)} from the single process; bound ${bound.toExponential(2)}`);
+      assert.ok(relative(loss, single) <= bound, `step ${step}: loss ${loss} vs ${single} (bound ${bound}; reordered runs ${r0.envelopeLosses.map((l) => l[step]).join(', ')})`);
+    });
     if (mode === 'exact') {
       // The exact op equals ATen's BatchNorm (before any update the networks are the same).
       assert.ok(relative(r0.losses[0], r0.plainLosses[0]) < 1e-6, `first loss ${r0.losses[0]} vs plain BatchNorm ${r0.plainLosses[0]}`);
@@ -52,8 +64,10 @@ for (const mode of ['exact', 'reference']) {
     } else {
       assert.ok(r0.tmpBuffersUpdated > 20, "reference mode keeps the reference's _tmp_running_* buffers up to date");
     }
-    assert.ok(r0.worstBuffer.relative < 1e-4, `running statistics: ${JSON.stringify(r0.worstBuffer)}`);
+    const bufferBound = Math.max(1e-4, 3 * r0.envelope.worstBuffer.relative);
+    assert.ok(r0.worstBuffer.relative <= bufferBound, `running statistics: ${JSON.stringify(r0.worstBuffer)}; rounding envelope ${JSON.stringify(r0.envelope.worstBuffer)}`);
     const bound = Math.max(1e-4, 3 * r0.envelope.worst.relative);
+    console.log(`# ${mode} parameters ${r0.worst.relative.toExponential(2)} (${r0.worst.key}); envelope ${r0.envelope.worst.relative.toExponential(2)}; buffers ${r0.worstBuffer.relative.toExponential(2)} / ${r0.envelope.worstBuffer.relative.toExponential(2)}`);
     assert.ok(r0.worst.relative <= bound, `parameters: ${JSON.stringify(r0.worst)}; rounding envelope ${JSON.stringify(r0.envelope.worst)}`);
   });
 }

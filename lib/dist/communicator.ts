@@ -7,7 +7,7 @@
  * unusable and the process should exit.
  */
 import { SegtoolError } from '../errors.js';
-import { native, type NativeCommunicator } from '../native.js';
+import { loadNative, type NativeCommunicator } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { expectInteger, expectOneOf, expectString, invalid } from '../validate.js';
 import { DEFAULT_MASTER_PORT, distributedEnv, timeoutFromEnv } from './env.js';
@@ -33,13 +33,12 @@ export interface CommunicatorOptions {
 
 const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
 
-function resolveOptions(options: CommunicatorOptions): Required<CommunicatorOptions> {
+function resolveOptions(options: CommunicatorOptions, available: readonly string[]): Required<CommunicatorOptions> {
   if (typeof options !== 'object' || options === null) throw invalid('options', 'an object', options);
   const env = distributedEnv();
   const worldSize = expectInteger('options.worldSize', options.worldSize ?? env?.worldSize ?? 1, 1, 65536);
   const rank = expectInteger('options.rank', options.rank ?? env?.rank ?? 0, 0, worldSize - 1);
   const backend = expectOneOf('options.backend', options.backend ?? 'gloo', ['gloo', 'nccl'] as const);
-  const available = native().distBackends();
   if (!available.includes(backend)) {
     throw new SegtoolError(
       'ERR_INVALID_ARG',
@@ -91,8 +90,9 @@ export class Communicator {
    * masterPort: a port in use is ERR_DISTRIBUTED at once, a missing rank after timeoutMs).
    */
   static async create(options: CommunicatorOptions = {}): Promise<Communicator> {
-    const resolved = resolveOptions(options);
-    const handle = await native().createCommunicator(resolved);
+    const addon = await loadNative();
+    const resolved = resolveOptions(options, addon.distBackends());
+    const handle = await addon.createCommunicator(resolved);
     return new Communicator(handle, resolved);
   }
 

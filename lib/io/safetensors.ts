@@ -1,5 +1,5 @@
 /** safetensors files, read and written natively off the main thread. */
-import { native, type NamedNativeTensors } from '../native.js';
+import { loadNative, type NamedNativeTensors } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { expectString, invalid } from '../validate.js';
 import { expectExistingFile } from './files.js';
@@ -14,7 +14,7 @@ export interface TensorFile {
 /** Reads every tensor of a safetensors file, in file order. The caller owns the tensors. */
 export async function loadSafetensors(path: string): Promise<TensorFile> {
   const file = expectExistingFile('path', path);
-  const { tensors, metadata } = await native().readSafetensors(file);
+  const { tensors, metadata } = await (await loadNative()).readSafetensors(file);
   return { tensors: new Map(tensors.map(([name, handle]) => [name, new Tensor(handle)])), metadata };
 }
 
@@ -33,7 +33,7 @@ export async function saveSafetensors(
   for (const [key, value] of Object.entries(metadata)) {
     if (typeof value !== 'string') throw invalid(`metadata["${key}"]`, 'a string', value);
   }
-  await native().writeSafetensors(path, handles, metadata);
+  await (await loadNative()).writeSafetensors(path, handles, metadata);
 }
 
 /** Disposes every tensor of a map (convenience for callers that are done with a file). */

@@ -101,28 +101,38 @@ Napi::Value set_rng_state(const Napi::CallbackInfo& info) {
 struct MatmulTiming {
   double seconds;
   double gflops;
+  int64_t iterations;
 };
 
-// matmulBenchmark(n, iterations) -> Promise<{seconds, gflops}>: a quick measure of what this
-// machine's LibTorch delivers (`segtool info`), and the long native op the event-loop test uses.
+// matmulBenchmark(n, iterations, minSeconds = 0) -> Promise<{seconds, gflops, iterations}>: a
+// quick measure of what this machine's LibTorch delivers (`segtool info`), and the long native
+// op the event-loop test uses: at least `iterations` products, and more until `minSeconds` have
+// passed, so the op is long on a fast BLAS as on a slow one.
 Napi::Value matmul_benchmark(const Napi::CallbackInfo& info) {
   int64_t n = info[0].As<Napi::Number>().Int64Value();
   int64_t iterations = info[1].As<Napi::Number>().Int64Value();
+  double min_seconds = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0.0;
   return run_async<MatmulTiming>(
       info.Env(),
-      [n, iterations] {
+      [n, iterations, min_seconds] {
         at::Tensor a = at::rand({n, n});
         at::Tensor b = at::rand({n, n});
         at::Tensor c = at::mm(a, b);  // warm-up
         auto start = std::chrono::steady_clock::now();
-        for (int64_t i = 0; i < iterations; ++i) c = at::mm(a, b);
-        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        return MatmulTiming{seconds, 2.0 * n * n * n * iterations / seconds / 1e9};
+        auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+        int64_t done = 0;
+        while (done < iterations || elapsed() < min_seconds) {
+          c = at::mm(a, b);
+          ++done;
+        }
+        double seconds = elapsed();
+        return MatmulTiming{seconds, 2.0 * n * n * n * done / seconds / 1e9, done};
       },
       [](Napi::Env env, MatmulTiming& t) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("seconds", t.seconds);
         out.Set("gflops", t.gflops);
+        out.Set("iterations", static_cast<double>(t.iterations));
         return out;
       });
 }
