@@ -40,5 +40,8 @@ if (gpu) {
   }
 }
 const reporter = process.stdout.isTTY ? 'spec' : 'tap';
-const result = spawnSync(process.execPath, ['--test', `--test-reporter=${reporter}`, ...files], { stdio: 'inherit' });
+// One file at a time on every machine: node's default (cores - 1 files at once) would run the
+// timing-sensitive files (event loop, services, distributed ranks) beside others on a large
+// machine, and each file's native work already uses every core.
+const result = spawnSync(process.execPath, ['--test', '--test-concurrency=1', `--test-reporter=${reporter}`, ...files], { stdio: 'inherit' });
 process.exit(result.status ?? 1);

@@ -59,7 +59,8 @@ for (const mode of ['exact', 'reference']) {
     });
     if (mode === 'exact') {
       // The exact op equals ATen's BatchNorm (before any update the networks are the same).
-      assert.ok(relative(r0.losses[0], r0.plainLosses[0]) < 1e-6, `first loss ${r0.losses[0]} vs plain BatchNorm ${r0.plainLosses[0]}`);
+      const firstBound = lossBound(0, r0.singleLosses[0], r0.envelopeLosses);
+      assert.ok(relative(r0.losses[0], r0.plainLosses[0]) <= firstBound, `first loss ${r0.losses[0]} vs plain BatchNorm ${r0.plainLosses[0]} (bound ${firstBound})`);
       assert.equal(r0.tmpBuffersUpdated, 0, "exact mode leaves the reference's _tmp buffers alone");
     } else {
       assert.ok(r0.tmpBuffersUpdated > 20, "reference mode keeps the reference's _tmp_running_* buffers up to date");

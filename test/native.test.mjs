@@ -43,15 +43,20 @@ function watchLoop() {
 
 test('the event loop keeps running while a long native op runs', async () => {
   // The op's length is set by time, not by work: at least a second on a fast BLAS as on a slow one.
+  // The loop's own gaps on this machine (GC, a busy neighbour) are measured over an idle second
+  // first; the op may add at most 150 ms to them.
+  const stopIdle = watchLoop();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const idle = stopIdle();
   const stop = watchLoop();
   const started = performance.now();
   const { seconds, iterations } = await native().matmulBenchmark(256, 1, 1.0);
   const elapsed = performance.now() - started;
   const { ticks, maxGap } = stop();
-  console.log(`# native op ran ${elapsed.toFixed(0)} ms (${seconds.toFixed(2)} s, ${iterations} products inside); timer fired ${ticks} times; max gap ${maxGap.toFixed(1)} ms`);
+  console.log(`# native op ran ${elapsed.toFixed(0)} ms (${seconds.toFixed(2)} s, ${iterations} products inside); timer fired ${ticks} times; max gap ${maxGap.toFixed(1)} ms (idle: ${idle.maxGap.toFixed(1)} ms)`);
   assert.ok(seconds >= 1, `the op ran ${seconds} s, asked for at least 1 s`);
   assert.ok(ticks >= elapsed / 10 / 4, `timer fired ${ticks} times in ${elapsed} ms`);
-  assert.ok(maxGap < 200, `longest gap between timer ticks ${maxGap} ms`);
+  assert.ok(maxGap < idle.maxGap + 150, `longest gap between timer ticks ${maxGap} ms (idle ${idle.maxGap} ms)`);
 });
 
 test('loading LibTorch does not stall the event loop: the first model is created off the main thread', () => {
@@ -64,20 +69,23 @@ test('loading LibTorch does not stall the event loop: the first model is created
     const before = mapped();
     let last = performance.now(), maxGap = 0;
     const timer = setInterval(() => { const now = performance.now(); maxGap = Math.max(maxGap, now - last); last = now; }, 10);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const idleGap = maxGap;
+    maxGap = 0;
     const started = performance.now();
     const model = await m.SegmentationModel.create({ encoder: 'resnet18dilated', decoder: 'c1', numClass: 3 });
     const elapsed = performance.now() - started;
     maxGap = Math.max(maxGap, performance.now() - last);
     clearInterval(timer);
     model.dispose();
-    console.log(JSON.stringify({ before, after: mapped(), elapsed, maxGap }));`;
+    console.log(JSON.stringify({ before, after: mapped(), elapsed, maxGap, idleGap }));`;
   const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
   assert.equal(child.status, 0, child.stderr);
   const result = JSON.parse(child.stdout.trim().split('\n').pop());
-  console.log(`# first model created in ${result.elapsed.toFixed(0)} ms (LibTorch loaded meanwhile); longest gap between timer ticks ${result.maxGap.toFixed(1)} ms`);
+  console.log(`# first model created in ${result.elapsed.toFixed(0)} ms (LibTorch loaded meanwhile); longest gap between timer ticks ${result.maxGap.toFixed(1)} ms (idle: ${result.idleGap.toFixed(1)} ms)`);
   assert.equal(result.before, false, 'importing segtool does not load LibTorch yet');
   assert.equal(result.after, true, 'creating the model loaded it');
-  assert.ok(result.maxGap < 200, `longest gap between timer ticks ${result.maxGap} ms`);
+  assert.ok(result.maxGap < result.idleGap + 150, `longest gap between timer ticks ${result.maxGap} ms (idle ${result.idleGap} ms)`);
 });
 
 test('safetensors written by segtool read back identically, atomically, with metadata', async () => {

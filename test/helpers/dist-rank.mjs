@@ -2,7 +2,8 @@
 // MASTER_ADDR, MASTER_PORT in the environment and the role's options as JSON in
 // DIST_TEST_ARGS. Exits 0 when the role's checks pass; prints what failed otherwise.
 import assert from 'node:assert/strict';
-import { MetricsAccumulator, Tensor } from '../../dist/index.js';
+import { connect } from 'node:net';
+import { MetricsAccumulator, systemInfo, Tensor } from '../../dist/index.js';
 import { batchNorm, Communicator, distributedEnv, ShardedMetrics, shardRange, syncBatchNorm } from '../../dist/dist/index.js';
 import { prng } from './prng.mjs';
 
@@ -274,19 +275,57 @@ async function evalSums() {
 
 // ---------------------------------------------------------------------------------------------
 
-/** All-reduces in a loop; the rank named in args.rank dies (SIGKILL) or hangs at iteration 3. */
+/** Resolves when the parent ends this process's stdin: the gate of startRanks in dist.mjs. */
+function untilGateOpens() {
+  return new Promise((resolve) => {
+    process.stdin.once('end', resolve);
+    process.stdin.resume();
+  });
+}
+
+/** Resolves once host:port accepts a connection (the probe connects and closes, sending nothing). */
+async function untilListening(host, port) {
+  for (;;) {
+    const open = await new Promise((resolve) => {
+      const socket = connect(port, host, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+const FAULT_ITERATION = 3;
+
+/**
+ * All-reduces in a loop; the rank named in args.rank dies (SIGKILL) or hangs at iteration 3.
+ * Started by startRanks: LibTorch is loaded before READY and every rank joins when the gate
+ * opens; the others wait for rank 0 to listen first (a client that connects too early retries
+ * only after 1 s), so the rendezvous takes milliseconds of the shared timeoutMs. The others
+ * print Date.now() as they enter the collective that fails (ENTER) and as it fails (CAUGHT):
+ * the test times the communicator, not process starts and exits.
+ */
 async function fault() {
+  await systemInfo(); // loads LibTorch
+  console.log('READY');
+  await untilGateOpens();
+  if (env.rank !== 0) await untilListening(env.masterAddr, env.masterPort);
   const comm = await Communicator.create({ timeoutMs: args.timeoutMs });
   const t = Tensor.from(new Float32Array(1000).fill(1), [1000]);
   for (let i = 0; ; i++) {
-    if (i === 3 && env.rank === args.rank) {
+    if (i === FAULT_ITERATION && env.rank === args.rank) {
       console.log(`FAULT ${Date.now()}`);
       if (args.behaviour === 'die') process.kill(process.pid, 'SIGKILL');
       await new Promise(() => setInterval(() => {}, 1000)); // hang: alive, never calls again
     }
+    if (i === FAULT_ITERATION) console.log(`ENTER ${Date.now()}`);
     try {
       await comm.allReduce([t]);
     } catch (error) {
+      console.log(`CAUGHT ${i} ${Date.now()}`);
       console.error(`FAILED ${error.code}: ${error.message}`);
       process.exit(1);
     }

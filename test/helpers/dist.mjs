@@ -20,10 +20,13 @@ export function childEnv(extra = {}) {
 
 /**
  * Spawns `node args...`; the promise (whose `.child` is the process) resolves with {code,
- * signal, stdout, stderr, exitedAt, pid}. The process is killed after `killAfterMs`.
+ * signal, stdout, stderr, exitedAt, pid}. The process is killed after `killAfterMs`. With
+ * `stdin: 'pipe'` the child's stdin is `.child.stdin` (a start gate, see startRanks).
  */
-export function run(args, { env = childEnv(), killAfterMs = 60000, onStdout } = {}) {
-  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+export function run(args, { env = childEnv(), killAfterMs = 60000, onStdout, stdin = 'ignore' } = {}) {
+  const child = spawn(process.execPath, args, { env, stdio: [stdin, 'pipe', 'pipe'] });
+  // A rank that died before its gate opened must not crash the test with EPIPE.
+  child.stdin?.on('error', () => {});
   const done = new Promise((resolve) => {
     let stdout = '';
     let stderr = '';
@@ -60,6 +63,31 @@ export function rankEnv(rank, worldSize, port, args = {}) {
 export async function runRanks(role, worldSize, args = {}, { killAfterMs = 60000 } = {}) {
   const port = await findFreePort(LOOPBACK);
   return Promise.all(Array.from({ length: worldSize }, (_, rank) => run([RANK_SCRIPT, role], { killAfterMs, env: rankEnv(rank, worldSize, port, args) })));
+}
+
+/**
+ * Starts `role` of dist-rank.mjs as ranks 0..worldSize-1 of one job, like runRanks, behind a
+ * start gate: each rank loads LibTorch, prints READY and waits for its stdin to end, which
+ * happens once every rank is READY. The rendezvous is bounded by the role's own timeoutMs
+ * (there is no separate one), so it must not have to fit the ranks' process starts and
+ * LibTorch loads on a loaded machine. Returns the ranks' run() promises (each with .child).
+ */
+export async function startRanks(role, worldSize, args = {}, { killAfterMs = 60000 } = {}) {
+  const port = await findFreePort(LOOPBACK);
+  const ready = new Set();
+  const ranks = Array.from({ length: worldSize }, (_, rank) =>
+    run([RANK_SCRIPT, role], {
+      killAfterMs,
+      stdin: 'pipe',
+      env: rankEnv(rank, worldSize, port, args),
+      onStdout: (stdout) => {
+        if (ready.has(rank) || !/^READY$/m.test(stdout)) return;
+        ready.add(rank);
+        if (ready.size === worldSize) for (const r of ranks) r.child.stdin.end();
+      },
+    }),
+  );
+  return ranks;
 }
 
 /** Throws with every failing rank's output unless all exited 0. */
