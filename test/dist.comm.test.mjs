@@ -5,9 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { SegtoolError, Tensor } from '../dist/index.js';
+import { SegtoolError, systemInfo, Tensor } from '../dist/index.js';
 import { Communicator, distributedEnv, findFreePort, shardRange } from '../dist/dist/index.js';
-import { assertAllOk, LOOPBACK, RANK_SCRIPT, rankEnv, run, runRanks } from './helpers/dist.mjs';
+import { assertAllOk, LOOPBACK, runRanks, startRanks } from './helpers/dist.mjs';
 
 test('all-reduce in small buckets (several per dtype, one tensor larger than a bucket), broadcast, all-gather, barrier: 3 ranks', async () => {
   assertAllOk(await runRanks('allreduce', 3, { bucketBytes: 1024 }));
@@ -30,45 +30,61 @@ test('shardRange splits a list into contiguous shards that cover it once', () =>
   }
 });
 
+/** A fault rank's failed collective: its iteration, when the rank entered it and when it failed (Date.now()). */
+function failedCollective(stdout) {
+  const caught = /^CAUGHT (\d+) (\d+)$/m.exec(stdout);
+  assert.ok(caught, `a collective failed: ${stdout}`);
+  const entered = new RegExp(`^ENTER ${caught[1]} (\\d+)$`, 'm').exec(stdout);
+  return { iteration: Number(caught[1]), enteredAt: Number(entered[1]), caughtAt: Number(caught[2]) };
+}
+
 test('a rank that dies (SIGKILL) makes the others exit with ERR_DISTRIBUTED, well within the timeout', async () => {
   const timeoutMs = 5000;
-  const results = await runRanks('fault', 3, { rank: 1, behaviour: 'die', timeoutMs }, { killAfterMs: 30000 });
-  assert.equal(results[1].signal, 'SIGKILL');
-  const faultAt = Number(/FAULT (\d+)/.exec(results[1].stdout)[1]);
+  const results = await Promise.all(await startRanks('fault', 3, { rank: 1, behaviour: 'die', timeoutMs }, { killAfterMs: 60000 }));
+  assert.equal(results[1].signal, 'SIGKILL', `rank 1: ${results[1].stdout}\n${results[1].stderr}`);
+  assert.match(results[1].stdout, /^FAULT \d+$/m);
   for (const rank of [0, 2]) {
     const r = results[rank];
     assert.equal(r.code, 1, `rank ${rank}: ${r.stdout}\n${r.stderr}`);
     assert.match(r.stderr, new RegExp(`FAILED ERR_DISTRIBUTED: rank ${rank} of 3: all-reduce failed: .*did not take part within 5000 ms`));
-    assert.ok(r.exitedAt - faultAt < timeoutMs + 3000, `rank ${rank} took ${r.exitedAt - faultAt} ms to fail`);
+    // Timed in the rank from entering the collective: under timeoutMs, the dead peer was noticed
+    // (a timeout cannot fire sooner); process starts and exits are not in it.
+    const { enteredAt, caughtAt } = failedCollective(r.stdout);
+    assert.ok(caughtAt - enteredAt < timeoutMs, `rank ${rank} failed ${caughtAt - enteredAt} ms after entering the collective`);
   }
 });
 
 test('a rank that hangs makes the others fail with ERR_DISTRIBUTED after the timeout, not never', async () => {
   const timeoutMs = 2000;
-  const port = await findFreePort(LOOPBACK);
-  const args = { rank: 1, behaviour: 'hang', timeoutMs };
-  const hanging = run([RANK_SCRIPT, 'fault'], { env: rankEnv(1, 2, port, args), killAfterMs: 30000 });
-  const r0 = await run([RANK_SCRIPT, 'fault'], { env: rankEnv(0, 2, port, args), killAfterMs: 30000 });
+  const [survivor, hanging] = await startRanks('fault', 2, { rank: 1, behaviour: 'hang', timeoutMs }, { killAfterMs: 60000 });
+  const r0 = await survivor;
   hanging.child.kill('SIGKILL'); // rank 0 failed by itself; stopping the hung rank is the launcher's job
   const r1 = await hanging;
-  const faultAt = Number(/FAULT (\d+)/.exec(r1.stdout)[1]);
-  assert.equal(r0.code, 1, r0.stderr);
+  assert.match(r1.stdout, /^FAULT \d+$/m, `rank 1 reached the fault: ${r1.stdout}\n${r1.stderr}`);
+  assert.equal(r0.code, 1, `${r0.stdout}\n${r0.stderr}`);
   assert.match(r0.stderr, /FAILED ERR_DISTRIBUTED: rank 0 of 2: all-reduce failed: .*within 2000 ms/);
-  const took = r0.exitedAt - faultAt;
-  assert.ok(took >= timeoutMs - 500 && took < timeoutMs + 4000, `rank 0 failed ${took} ms after rank 1 hung`);
+  // Timed in rank 0, from entering the collective rank 1 never joined to its failure: the
+  // timeout itself (a clock tick of slack below it), not rank 1's start or rank 0's exit.
+  const { iteration, enteredAt, caughtAt } = failedCollective(r0.stdout);
+  assert.equal(iteration, 3, 'the collective after the fault is the one that failed');
+  const took = caughtAt - enteredAt;
+  assert.ok(took >= timeoutMs - 50 && took < 3 * timeoutMs + 5000, `rank 0 failed ${took} ms after entering the collective`);
 });
 
 test('a busy MASTER_PORT is a clear ERR_DISTRIBUTED at once', async () => {
+  await systemInfo(); // LibTorch loaded first: its load is not part of "at once"
   const server = createServer();
   await new Promise((resolve) => server.listen(0, LOOPBACK, resolve));
   const { port } = server.address();
+  const timeoutMs = 10000;
   const started = Date.now();
   try {
     await assert.rejects(
-      Communicator.create({ rank: 0, worldSize: 2, masterAddr: LOOPBACK, masterPort: port, timeoutMs: 10000 }),
+      Communicator.create({ rank: 0, worldSize: 2, masterAddr: LOOPBACK, masterPort: port, timeoutMs }),
       (e) => e instanceof SegtoolError && e.code === 'ERR_DISTRIBUTED' && new RegExp(`MASTER_PORT ${port} is already in use`).test(e.message),
     );
-    assert.ok(Date.now() - started < 3000, 'the busy port is reported without waiting for the timeout');
+    const took = Date.now() - started;
+    assert.ok(took < timeoutMs / 4, `the busy port is reported without waiting for the timeout (${took} ms)`);
   } finally {
     server.close();
   }

@@ -213,3 +213,21 @@ test('a rank killed during training ends the job with a clear error within the t
   assert.match(r0.stderr, /segtool: rank 0 of 2: .*failed: .*A rank exited, crashed or did not take part within 5000 ms/);
   assert.ok(r0.exitedAt - killedAt < timeoutMs + 5000, `rank 0 exited ${r0.exitedAt - killedAt} ms after rank 1 was killed`);
 });
+
+test('CUDA ranks use NCCL; a CUDA rank in a build without NCCL is refused with what to do', async () => {
+  const { rankBackend } = await import('../dist/train/train.js');
+  assert.equal(rankBackend(undefined, ['gloo']), 'gloo');
+  assert.equal(rankBackend('cpu', ['gloo', 'nccl']), 'gloo');
+  assert.equal(rankBackend('cuda:1', ['gloo', 'nccl']), 'nccl');
+  assert.throws(() => rankBackend('cuda:0', ['gloo']), (e) => e.code === 'ERR_DISTRIBUTED' && /cuda:0/.test(e.message) && /no NCCL/.test(e.message) && /--nproc/.test(e.message));
+  // The launcher's environment for rank 0 of a 2-GPU job, on this CPU-only build: refused before
+  // the rendezvous (nothing waits for a rank that can never join).
+  const { path } = await writeConfig('cuda-rank');
+  const port = await findFreePort(LOOPBACK);
+  const r = await run([SEGTOOL, 'train', '--cfg', path], {
+    env: cliEnv({ RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: '0', MASTER_ADDR: LOOPBACK, MASTER_PORT: String(port), SEGTOOL_DEVICE: 'cuda:0' }),
+    killAfterMs: 60000,
+  });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stdout + r.stderr, /trains on cuda:0 but this segtool build has no NCCL backend/);
+});

@@ -121,14 +121,26 @@ test('predictClasses: one scale, flip, batches, and sizes that are not multiples
   const flipped = await predictMultiScale(model, [input], 37, 53, { flip: true, probabilities: true });
   assert.ok(maxAbsDiff(flipped.probabilities, expected) < 2e-6);
   assertLabels(flipped.labels, expected, 37 * 53);
-  // A batch of two: each image as if alone.
+  // A batch of two: each image as if alone. Not bit for bit: a batch of one small input may
+  // take another convolution path (im2col + BLAS rather than oneDNN), so the probabilities
+  // agree within rounding (measured <= 7e-6, netlib or OpenBLAS, 1 or 2 threads) and the
+  // labels everywhere but where the top two are that close.
   const second = randomInput(37, 53, 6);
   const batch = { data: Float32Array.from([...input.data, ...second.data]), shape: [2, 3, 37, 53] };
   const both = await model.predictClasses(batch, { confidence: false });
   assert.equal(both.confidence, undefined);
-  const alone = await model.predictClasses(second);
-  assert.deepEqual(both.labels.data().subarray(37 * 53), alone.labels.data());
-  for (const t of [both.labels, alone.labels, alone.confidence]) t.dispose();
+  const bothProbabilities = await model.predictClasses(batch, { probabilities: true });
+  const pixels = 37 * 53, tolerance = 2e-5;
+  for (const [b, image] of [input, second].entries()) {
+    const alone = await model.predictClasses(image, { probabilities: true });
+    const probs = alone.probabilities.data();
+    const err = maxAbsDiff(bothProbabilities.probabilities.data().subarray(b * 150 * pixels, (b + 1) * 150 * pixels), probs);
+    assert.ok(err < tolerance, `image ${b} of the batch: max |probability difference| ${err} from the image alone`);
+    // A label can flip only where the top two differ by less than both errors together.
+    assertLabels(both.labels.data().subarray(b * pixels, (b + 1) * pixels), probs, pixels, 2 * tolerance);
+    for (const t of Object.values(alone)) t.dispose();
+  }
+  for (const t of [both.labels, ...Object.values(bothProbabilities)]) t.dispose();
   assert.throws(() => model.predictClasses([input, randomInput(8, 8, 1), batch]), /same batch size/);
   assert.throws(() => model.predictClasses([]), /inputs/);
   assert.throws(() => model.predictClasses(input, { segSize: [0, 4] }), /segSize/);

@@ -35,15 +35,40 @@ test('segment-image: writes the colourised PNG and prints the classes', async ()
   assert.match(usage.stderr, /usage:/);
 });
 
-/** A 1200 x 1200 PNG (small file): its full-size prediction keeps the model busy for a while. */
-const bigImage = () => sharp({ create: { width: 1200, height: 1200, channels: 3, background: { r: 10, g: 200, b: 30 } } }).png().toBuffer();
+/** A side x side PNG (small file): its full-size prediction keeps the model busy for a while. */
+const bigImage = (side = 1200) => sharp({ create: { width: side, height: side, channels: 3, background: { r: 10, g: 200, b: 30 } } }).png().toBuffer();
+
+/** The service's Segmenter stats (GET /stats). */
+const segmenterStats = async (base) => (await (await fetch(`${base}/stats`)).json()).segmenter;
 
 /** Resolves once the service is running a request. */
 async function untilActive(base) {
   for (const t0 = Date.now(); ; await new Promise((resolve) => setTimeout(resolve, 5))) {
-    const { segmenter } = await (await fetch(`${base}/stats`)).json();
-    if (segmenter.active >= 1) return;
+    if ((await segmenterStats(base)).active >= 1) return;
     assert.ok(Date.now() - t0 < 30_000, 'a request started');
+  }
+}
+
+/**
+ * One try at a full queue: a `side` x `side` request runs, then `count` small ones are posted.
+ * Resolves with the Segmenter's counts from the first /stats that shows every small one turned
+ * away or queued while the big one still runs (with the responses to await), or with `raced`
+ * when the big one finished first (the machine was quick for that size), once all are answered.
+ */
+async function fillQueue(service, side, small, count) {
+  const before = await segmenterStats(service.base);
+  const slow = service.post(await bigImage(side));
+  await untilActive(service.base);
+  const answers = Promise.all(Array.from({ length: count }, () => service.post(small)));
+  for (;;) {
+    const now = await segmenterStats(service.base);
+    const rejected = now.rejected - before.rejected;
+    if (now.completed + now.failed > before.completed + before.failed) {
+      for (const r of [await slow, ...(await answers)]) await r.arrayBuffer();
+      return { raced: true };
+    }
+    if (rejected + now.queued >= count) return { slow, answers, counts: { active: now.active, queued: now.queued, rejected } };
+    await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
 
@@ -139,11 +164,18 @@ test('http-service: 503 with Retry-After when the queue is full, and it recovers
   const service = await startService(['--max-queue', '1']);
   try {
     const png = readFileSync(tiny.image(3));
-    const slow = service.post(await bigImage());
-    await untilActive(service.base);
-    // One runs, one may wait (--max-queue 1): the other three are turned away at once.
-    const answers = await Promise.all(Array.from({ length: 4 }, () => service.post(png)));
-    assert.equal((await slow).status, 200);
+    // One runs, one may wait (--max-queue 1): of four more, three are turned away at once. That
+    // is only so while the big one runs, so it is checked in a /stats taken while it does; a
+    // machine that finished it before the four were in tries again with a bigger image.
+    let full;
+    for (const side of [1200, 1800, 2700]) {
+      full = await fillQueue(service, side, png, 4);
+      if (!full.raced) break;
+    }
+    assert.ok(!full.raced, 'a 2700 x 2700 request still ran when four small ones had been posted');
+    assert.deepEqual(full.counts, { active: 1, queued: 1, rejected: 3 });
+    const answers = await full.answers;
+    assert.equal((await full.slow).status, 200);
     const statuses = answers.map((r) => r.status).sort();
     assert.deepEqual(statuses, [200, 503, 503, 503]);
     const busy = answers.find((r) => r.status === 503);

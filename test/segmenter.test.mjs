@@ -17,11 +17,18 @@ const baseline = liveTensorCount();
 /** A raw 256 x 256 image: at scale 256 it keeps a model busy for a while (tens of ms or more). */
 const slowImage = { data: new Uint8Array(256 * 256 * 3).map((_, i) => (i * 37) & 255), width: 256, height: 256 };
 
-async function until(condition, timeoutMs = 20_000) {
-  const t0 = Date.now();
-  while (!condition()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error('timed out waiting for the queue state');
-    await new Promise((resolve) => setTimeout(resolve, 1));
+/** A raw 32 x 32 image: raw pixels queue without I/O (encoded bytes first have their header read in sharp's thread pool). */
+const rawImage = { data: new Uint8Array(32 * 32 * 3).map((_, i) => (i * 11) & 255), width: 32, height: 32 };
+
+/**
+ * Resolves once `condition()` holds, letting only microtasks run meanwhile: raw-pixel requests
+ * reach the queue that way, and no inference can settle (that takes an event-loop turn), so
+ * the queue is seen before any request could finish, however fast or slow the machine.
+ */
+async function untilQueued(condition) {
+  for (let turn = 0; !condition(); turn++) {
+    if (turn > 1000) throw new Error(`raw-pixel requests did not reach the queue without I/O: ${JSON.stringify(condition.toString())}`);
+    await null;
   }
 }
 
@@ -168,9 +175,9 @@ test('the queue: concurrency + maxQueue requests are taken, more get ERR_BUSY at
   // Abort a waiting request: it leaves the queue at once; the others complete.
   const controller = new AbortController();
   const first = s.segment(slowImage, { scales: [256] }); // keeps the model busy
-  const second = s.segment(image, { signal: controller.signal });
-  const third = s.segment(image);
-  await until(() => s.stats.queued === 2);
+  const second = s.segment(rawImage, { signal: controller.signal });
+  const third = s.segment(rawImage);
+  await untilQueued(() => s.stats.queued === 2);
   controller.abort();
   assert.equal(s.stats.queued, 1, 'removed from the queue synchronously');
   await assert.rejects(second, code('ERR_ABORTED', /aborted while queued/));
@@ -185,8 +192,8 @@ test('close(): running requests finish, waiting ones get ERR_DISPOSED, later cal
   const s = await Segmenter.load({ config: tiny.config, weights: [tiny.safetensors], concurrency: 2 });
   const image = readFileSync(tiny.image(1));
   const running = [s.segment(slowImage, { scales: [256] }), s.segment(slowImage, { scales: [256] })];
-  const waiting = [s.segment(image), s.segment(image), s.segment(image)];
-  await until(() => s.stats.active === 2 && s.stats.queued === 3);
+  const waiting = [s.segment(rawImage), s.segment(rawImage), s.segment(rawImage)];
+  await untilQueued(() => s.stats.active === 2 && s.stats.queued === 3);
   const closing = s.close();
   assert.ok(s.closed);
   assert.equal(s.stats.queued, 0);

@@ -25,10 +25,10 @@ import {
 } from '../config/index.js';
 import { createTrainLoader, deriveSeed, readImageSizes, type BadSample, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
-import { Communicator } from '../dist/communicator.js';
+import { Communicator, type DistBackend } from '../dist/communicator.js';
 import { distributedEnv } from '../dist/env.js';
 import { SegmentationModel, type ModelOptions } from '../model.js';
-import { native } from '../native.js';
+import { loadNative } from '../native.js';
 import { setNumThreads } from '../tensor.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
 import { resolveConfigInput, writeJsonAtomic, type ConfigInput, readSampleList } from './common.js';
@@ -232,6 +232,21 @@ async function resolveResumePath(dir: string, resume: boolean | string): Promise
   return found[found.length - 1]!.path;
 }
 
+/**
+ * The process group of a rank: NCCL for CUDA ranks (--gpus: gradients and SyncBN statistics stay
+ * on the GPU), Gloo for CPU ranks. A CUDA rank in a build without NCCL is refused: Gloo would copy
+ * every collective through the host, and segtool's Gloo path takes CPU tensors only.
+ */
+export function rankBackend(device: string | undefined, available: readonly string[]): DistBackend {
+  if (!device?.startsWith('cuda')) return 'gloo';
+  if (available.includes('nccl')) return 'nccl';
+  throw new SegtoolError(
+    'ERR_DISTRIBUTED',
+    `This rank trains on ${device} but this segtool build has no NCCL backend (available: ${available.join(', ') || 'none'}). ` +
+      'Build against a CUDA LibTorch that ships NCCL (a pip-installed PyTorch 2.x, docs/gpu.md), or train CPU ranks with --nproc.',
+  );
+}
+
 /** Trains a model as the config says; see TrainOptions for resuming and progress. */
 export async function train(config: ConfigInput, options: TrainOptions = {}): Promise<TrainResult> {
   checkOptions(options);
@@ -243,8 +258,7 @@ export async function train(config: ConfigInput, options: TrainOptions = {}): Pr
   const workers = options.workers ?? cfg.TRAIN.workers;
   // Distributed: this rank's communicator (given, or from the torchrun environment).
   const env = options.communicator ? undefined : distributedEnv();
-  // CUDA ranks (--gpus) talk through NCCL when this build has it.
-  const backend = env?.device?.startsWith('cuda') && native().distBackends().includes('nccl') ? 'nccl' : 'gloo';
+  const backend = env && env.worldSize > 1 ? rankBackend(env.device, (await loadNative()).distBackends()) : 'gloo';
   const ownCommunicator = env && env.worldSize > 1 ? await Communicator.create({ rank: env.rank, worldSize: env.worldSize, backend }) : undefined;
   const communicator = options.communicator ?? ownCommunicator;
   let failed = false;

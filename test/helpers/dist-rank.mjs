@@ -305,8 +305,8 @@ const FAULT_ITERATION = 3;
  * Started by startRanks: LibTorch is loaded before READY and every rank joins when the gate
  * opens; the others wait for rank 0 to listen first (a client that connects too early retries
  * only after 1 s), so the rendezvous takes milliseconds of the shared timeoutMs. The others
- * print Date.now() as they enter the collective that fails (ENTER) and as it fails (CAUGHT):
- * the test times the communicator, not process starts and exits.
+ * print Date.now() as they enter each collective (ENTER) and as one fails (CAUGHT): the test
+ * times the communicator, not process starts and exits.
  */
 async function fault() {
   await systemInfo(); // loads LibTorch
@@ -321,7 +321,7 @@ async function fault() {
       if (args.behaviour === 'die') process.kill(process.pid, 'SIGKILL');
       await new Promise(() => setInterval(() => {}, 1000)); // hang: alive, never calls again
     }
-    if (i === FAULT_ITERATION) console.log(`ENTER ${Date.now()}`);
+    console.log(`ENTER ${i} ${Date.now()}`);
     try {
       await comm.allReduce([t]);
     } catch (error) {
