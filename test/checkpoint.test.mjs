@@ -3,7 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, copyFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync, copyFileSync, existsSync } from 'node:fs';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -146,27 +148,74 @@ test('resume is exact: 4 steps straight equal 2 steps, save, restore into a new 
   resumed.dispose();
 });
 
+// Resolves once every thread of `pid` has stopped (SIGSTOP): one inside a system call stops
+// when it returns, so a stopped process cannot get any further into a save.
+async function allThreadsStopped(pid) {
+  for (const start = performance.now(); performance.now() - start < 30_000; await sleep(2)) {
+    const states = readdirSync(`/proc/${pid}/task`).map((task) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
+        return stat[stat.lastIndexOf(')') + 2];
+      } catch {
+        return 'X'; // the thread has just exited
+      }
+    });
+    if (states.every((s) => 'tTZX'.includes(s))) return;
+  }
+  throw new Error(`process ${pid} did not stop within 30 s`);
+}
+
 test('a save killed midway never destroys the last good checkpoint', async () => {
   const dir = tmp();
-  const path = join(dir, 'checkpoint.safetensors');
+  const name = 'checkpoint.safetensors';
+  const path = join(dir, name);
   const child = spawn(process.execPath, ['--input-type=module', '-e', `
     const m = await import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)});
     const model = await m.SegmentationModel.create({ encoder: 'resnet50dilated', decoder: 'ppm_deepsup', init: 'procedural' });
-    await m.saveTrainingCheckpoint(${JSON.stringify(path)}, { model, epoch: 1, iteration: 10 });
-    console.log('saved');
-    for (let i = 2; ; i++) await m.saveTrainingCheckpoint(${JSON.stringify(path)}, { model, epoch: i, iteration: 10 * i });
+    for (let i = 1; ; i++) {
+      await m.saveTrainingCheckpoint(${JSON.stringify(path)}, { model, epoch: i, iteration: 10 * i });
+      console.log('saved ' + i); // a pipe: written before the next save starts
+    }
   `], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise((resolve, reject) => {
-    child.stdout.on('data', (d) => { if (String(d).includes('saved')) resolve(); });
-    child.once('exit', (code) => reject(new Error(`child exited early (${code})`)));
-  });
-  await new Promise((r) => setTimeout(r, 700)); // well inside a later save (a ~190 MB file)
-  child.kill('SIGKILL');
-  await new Promise((r) => child.once('exit', r));
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const closed = once(child, 'close'); // after the last of stdout
+  const running = () => child.exitCode === null && child.signalCode === null;
+  try {
+    // Kill only while a save is provably in progress, not after a guessed sleep: once a first
+    // save completed, as soon as another file (the next save's temp file) appears beside the
+    // checkpoint, stop every thread of the child. If that file is still there, the save is
+    // unfinished and stays so: SIGKILL. If it finished meanwhile, resume and catch the next.
+    const others = () => readdirSync(dir).filter((f) => f !== name);
+    const completed = () => out.match(/saved \d+/g)?.length ?? 0;
+    let temp;
+    for (;; await sleep(5)) {
+      assert.ok(running(), `the child exited before it could be killed mid-save: ${out}`);
+      if (completed() === 0) continue;
+      assert.ok(existsSync(path), 'the last good checkpoint is never missing while another save runs');
+      // A bound, not a hang, should saves never show a temp file (written in place?).
+      assert.ok(completed() <= 6, `${completed()} saves (~190 MB each) completed, none caught with a temp file beside the checkpoint`);
+      if (others().length === 0) continue;
+      child.kill('SIGSTOP');
+      await allThreadsStopped(child.pid);
+      [temp] = others();
+      if (temp !== undefined) break;
+      child.kill('SIGCONT');
+    }
+    child.kill('SIGKILL');
+    await closed;
+    console.log(`# killed mid-save after ${completed()} complete save(s): ${temp} holds ${(statSync(join(dir, temp)).size / 2 ** 20).toFixed(0)} of ${(statSync(path).size / 2 ** 20).toFixed(0)} MiB`);
+    assert.ok(existsSync(join(dir, temp)), `the kill landed mid-save: ${temp} was never renamed over the checkpoint`);
+  } finally {
+    if (running()) child.kill('SIGKILL');
+  }
+  // The checkpoint on disk is the last completed save, whole.
+  const saved = Number(/saved (\d+)\s*$/.exec(out)?.[1]);
+  assert.ok(saved >= 1, `the child reported a completed save: ${out}`);
   const model = await SegmentationModel.create({ encoder: 'resnet50dilated', decoder: 'ppm_deepsup' });
   const state = await restoreTrainingCheckpoint(model, path);
-  assert.ok(state.epoch >= 1, 'the checkpoint on disk is complete and loads');
-  assert.equal(state.iteration, 10 * state.epoch);
+  assert.equal(state.epoch, saved, 'the checkpoint on disk is the last complete save and loads');
+  assert.equal(state.iteration, 10 * saved);
   model.dispose();
 });
 

@@ -5,13 +5,15 @@
 //    with a message), the server stays up;
 // 2. 1000 more requests (8 at a time, 1 in 5 invalid) after that warm-up: the live-tensor count
 //    returns to its baseline, RSS after the 1000th request is within 64 MiB of RSS after the
-//    200th, and the server's event loop (perf_hooks.monitorEventLoopDelay) never stalls 200 ms.
+//    200th, and the server's event loop (perf_hooks.monitorEventLoopDelay, read every second)
+//    keeps a p99 under 50 ms and stalls 200 ms in at most 2 of those seconds.
 // The figures are printed (look for "[load]").
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
 import { createTinyModel, pngHeaderOnly } from './helpers/tiny-model.mjs';
 
@@ -108,6 +110,18 @@ test('1000 requests after warm-up: live tensors back to baseline, RSS flat, even
   const concurrency = 8;
   let next = 0;
   let rssAt200;
+  // The server's event-loop delay one second at a time (/stats?reset=1 restarts its histogram),
+  // not one max over the run: a lone GC pause or scheduling gap on a loaded machine stalls one
+  // second, a loop blocked by request handling recurs with the requests (each kind ~20 times
+  // or more) and stalls many, or lifts the typical p99.
+  const windows = [];
+  let polling = true;
+  const poller = (async () => {
+    while (polling) {
+      await sleep(1000);
+      windows.push((await stats('?reset=1')).eventLoopDelayMs);
+    }
+  })();
   const t0 = performance.now();
   const worker = async () => {
     while (next < total) {
@@ -117,11 +131,19 @@ test('1000 requests after warm-up: live tensors back to baseline, RSS flat, even
       if (i === 199) rssAt200 = (await stats()).rssBytes; // no gc here: it would show in the delay
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, worker));
+  try {
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  } finally {
+    polling = false;
+    await poller;
+  }
   const seconds = (performance.now() - t0) / 1000;
-  const during = await stats();
+  windows.push((await stats('?reset=1')).eventLoopDelayMs); // the rest of the last second
   const after = await stats('?gc=1');
-  const delay = during.eventLoopDelayMs;
+  const median = (values) => values.toSorted((a, b) => a - b)[Math.floor(values.length / 2)];
+  const p99 = median(windows.map((w) => w.p99));
+  const worst = Math.max(...windows.map((w) => w.max));
+  const stalls = windows.filter((w) => w.max >= 200).length;
   const growth = (after.rssBytes - rssAt200) / MiB;
   console.log(
     `[load] ${total} requests (${concurrency} at a time, 1 in 5 invalid) in ${seconds.toFixed(1)} s = ${(total / seconds).toFixed(1)} req/s; ` +
@@ -132,11 +154,17 @@ test('1000 requests after warm-up: live tensors back to baseline, RSS flat, even
       `${(rssAt200 / MiB).toFixed(1)} MiB at request 200, ${(after.rssBytes / MiB).toFixed(1)} MiB at request ${total} (growth ${growth.toFixed(1)} MiB); ` +
       `heap ${(after.heapUsedBytes / MiB).toFixed(1)} MiB`,
   );
-  console.log(`[load] server event-loop delay while inferring (lateness of a 10 ms timer): p50 ${delay.p50} ms, p99 ${delay.p99} ms, max ${delay.max} ms, mean ${delay.mean} ms`);
+  console.log(
+    `[load] server event-loop delay while inferring (lateness of a 10 ms timer) over ${windows.length} one-second windows: ` +
+      `median p99 ${p99} ms, worst max ${worst} ms, windows with a 200 ms stall ${stalls}`,
+  );
   assert.equal(after.liveTensors, baselineTensors, 'no tensor leaked');
   assert.equal(after.segmenter.active + after.segmenter.queued, 0);
+  // An absolute bound holds: the child's threads are pinned above, and the growth measured
+  // 1-11 MiB quiet or loaded, with netlib BLAS or OpenBLAS.
   assert.ok(growth < 64, `RSS grew ${growth.toFixed(1)} MiB between request 200 and ${total}`);
-  assert.ok(delay.max < 200, `event-loop delay max ${delay.max} ms`);
+  assert.ok(p99 < 50, `event-loop delay p99 ${p99} ms in a typical second: ${JSON.stringify(windows)}`);
+  assert.ok(stalls <= 2, `the event loop stalled 200 ms or more in ${stalls} of ${windows.length} seconds: ${JSON.stringify(windows)}`);
 });
 
 test('SIGTERM stops the service cleanly', async () => {
