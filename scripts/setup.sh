@@ -19,8 +19,12 @@ done
 
 say() { echo "[setup] $*"; }
 
-# 1. System packages (Debian 12 names).
-packages=(libtorch-dev libgloo-dev cmake g++ ninja-build)
+# 1. System packages (Debian 12 names). libopenblas0-pthread: LibTorch's GEMMs outside oneDNN
+# (1 x 1 convolutions at one thread, linear layers) go through libblas.so.3, and Debian's default
+# is netlib's reference BLAS: with it one-thread inference and training steps took 1.5-6x as
+# long (bench/results/blas-2026-12-02.md). Installing it makes it the automatic choice of the
+# libblas.so.3 alternative; a choice set by hand (update-alternatives --set) is left alone.
+packages=(libtorch-dev libgloo-dev libopenblas0-pthread cmake g++ ninja-build)
 [ "$want_test" = 1 ] && packages+=(python3-torch python3-pil)
 if [ "${SEGTOOL_SKIP_APT:-0}" != 1 ] && command -v dpkg-query >/dev/null; then
   missing=()
