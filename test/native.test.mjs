@@ -145,6 +145,30 @@ test('the addon loads and works inside worker_threads', async () => {
   assert.deepEqual(message, { sum: 6, ok: true });
 });
 
+test('a worker thread that used the addon and was terminated never takes the process down', () => {
+  // The compute thread released its thread-safe function after queueing the result, racing with
+  // the worker environment's teardown: the process aborted in about 1 of 10 runs on a loaded
+  // machine. Fresh processes, each: a worker runs a native op, reports, is terminated; exit.
+  const url = new URL('../dist/index.js', import.meta.url).href;
+  const script = `
+    import { Worker } from 'node:worker_threads';
+    const m = await import(${JSON.stringify(url)});
+    m.native();
+    const worker = new Worker(\`import(${JSON.stringify(url)}).then(async (m) => {
+      await m.native().matmulBenchmark(32, 1);
+      require('node:worker_threads').parentPort.postMessage('done');
+    });\`, { eval: true, execArgv: [] });
+    await new Promise((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject); });
+    await worker.terminate();
+    console.log('exited cleanly');`;
+  for (let run = 0; run < 8; run++) {
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(child.signal, null, `run ${run}: the process died of ${child.signal}\n${child.stderr}`);
+    assert.equal(child.status, 0, `run ${run}: ${child.stderr}`);
+    assert.match(child.stdout, /exited cleanly/);
+  }
+});
+
 test('a missing addon is one ERR_ADDON_LOAD error with numbered fixes', () => {
   const script = `import('${new URL('../dist/native.js', import.meta.url).href}').then((m) => {
     try { m.native(); console.log('loaded'); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }
