@@ -254,10 +254,15 @@ function prepareEnvironment(): void {
   process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 }
 
+/** The first candidate that exists, if any. */
+function findAddon(): string | undefined {
+  return addonCandidates().find((candidate) => existsSync(candidate));
+}
+
 /** The addon, loaded on first use. Throws SegtoolError('ERR_ADDON_LOAD') when it cannot load. */
 export function native(): NativeAddon {
   if (loaded) return loaded;
-  const path = addonCandidates().find((candidate) => existsSync(candidate));
+  const path = findAddon();
   if (!path) throw explainLoadFailure(undefined, new Error('no built addon found'));
   prepareEnvironment();
   let addon: NativeAddon;
@@ -285,42 +290,37 @@ let loading: Promise<NativeAddon> | undefined;
  */
 export function loadNative(): Promise<NativeAddon> {
   if (loaded) return Promise.resolve(loaded);
-  loading ??= preloadInWorker().then(
-    () => native(),
-    (error: unknown) => {
-      loading = undefined;
-      throw error;
-    },
-  );
+  loading ??= openAfterWorkerPreload().catch((error: unknown) => {
+    loading = undefined;
+    throw error;
+  });
   return loading;
 }
 
-/** Opens the addon in a worker thread and resolves while that worker still holds it open. */
-async function preloadInWorker(): Promise<void> {
-  const path = addonCandidates().find((candidate) => existsSync(candidate));
-  if (!path) return; // native() reports what is missing
+/** Opens the addon in a worker thread, then on the main thread while that worker holds it open. */
+async function openAfterWorkerPreload(): Promise<NativeAddon> {
+  const path = findAddon();
+  if (!path) return native(); // throws, saying where it looked
   prepareEnvironment();
   const worker = new Worker(
     `const { parentPort, workerData } = require('node:worker_threads');
-     try { require(workerData); parentPort.postMessage(true); } catch { parentPort.postMessage(false); }
-     parentPort.once('message', () => process.exit(0));`,
+     require(workerData);
+     parentPort.on('message', () => {}); // stays alive, the addon open, until terminated
+     parentPort.postMessage('loaded');`,
     // execArgv []: the parent's flags (--input-type=module, say) must not turn this CommonJS source into a module.
     { eval: true, workerData: path, execArgv: [], stdout: false, stderr: false },
   );
   worker.unref();
   try {
-    // A worker's failure to load is not reported from here: native() loads again and explains.
+    // A failure to load in the worker ('error') is not reported from here: native() loads again
+    // on the main thread and explains.
     await new Promise<void>((resolvePromise) => {
       worker.once('message', () => resolvePromise());
       worker.once('error', () => resolvePromise());
       worker.once('exit', () => resolvePromise());
     });
-    // The main thread opens the addon while the worker keeps it loaded.
-    native();
-  } catch {
-    // native() throws again, with its explanation, from loadNative's continuation.
+    return native();
   } finally {
-    worker.postMessage('done');
     await worker.terminate();
   }
 }

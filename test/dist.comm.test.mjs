@@ -35,6 +35,7 @@ function failedCollective(stdout) {
   const caught = /^CAUGHT (\d+) (\d+)$/m.exec(stdout);
   assert.ok(caught, `a collective failed: ${stdout}`);
   const entered = new RegExp(`^ENTER ${caught[1]} (\\d+)$`, 'm').exec(stdout);
+  assert.ok(entered, `the failed collective was entered: ${stdout}`);
   return { iteration: Number(caught[1]), enteredAt: Number(entered[1]), caughtAt: Number(caught[2]) };
 }
 

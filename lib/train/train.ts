@@ -258,8 +258,10 @@ export async function train(config: ConfigInput, options: TrainOptions = {}): Pr
   const workers = options.workers ?? cfg.TRAIN.workers;
   // Distributed: this rank's communicator (given, or from the torchrun environment).
   const env = options.communicator ? undefined : distributedEnv();
-  const backend = env && env.worldSize > 1 ? rankBackend(env.device, (await loadNative()).distBackends()) : 'gloo';
-  const ownCommunicator = env && env.worldSize > 1 ? await Communicator.create({ rank: env.rank, worldSize: env.worldSize, backend }) : undefined;
+  const ownCommunicator =
+    env && env.worldSize > 1
+      ? await Communicator.create({ rank: env.rank, worldSize: env.worldSize, backend: rankBackend(env.device, (await loadNative()).distBackends()) })
+      : undefined;
   const communicator = options.communicator ?? ownCommunicator;
   let failed = false;
   try {
