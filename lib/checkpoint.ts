@@ -8,13 +8,15 @@
 import { openSync, readSync, closeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
+import type { EncoderName } from './config/names.js';
 import { SegtoolError } from './errors.js';
 import { loadNative, native } from './native.js';
 import { Tensor } from './tensor.js';
 import { loadSafetensors, saveSafetensors, disposeAll } from './io/safetensors.js';
 import { expectExistingFile } from './io/files.js';
+import { IMAGENET_DROPPED, imagenetCheckpointFor } from './imagenet.js';
 import type { LoadReport, SegmentationModel } from './model.js';
-import { expectBoolean, expectInteger, expectString, invalid } from './validate.js';
+import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from './validate.js';
 
 export type WeightsFormat = 'pth' | 'safetensors';
 
@@ -70,97 +72,212 @@ export async function writeWeights(path: string, tensors: Map<string, Tensor>): 
   else await writePth(path, tensors);
 }
 
-/** Which model part a reference file holds, from keys or file name. */
-function prefixFor(path: string, keys: string[]): string {
-  if (keys.some((k) => k.startsWith('encoder.') || k.startsWith('decoder.'))) return '';
+/** The two halves of a model, as the reference's weight files split it. */
+export type WeightsPart = 'encoder' | 'decoder';
+
+/** A weights file, with the part it holds when the caller knows it (a role always wins over the name). */
+export type WeightsSource = string | { path: string; part?: WeightsPart };
+
+const PARTS: readonly WeightsPart[] = ['encoder', 'decoder'];
+
+/** Which model part a role-less reference file holds, from its keys or, failing that, its name. */
+function guessPart(path: string, keys: string[]): WeightsPart | undefined {
+  if (keys.some((k) => k.startsWith('encoder.') || k.startsWith('decoder.'))) return undefined; // combined
   const name = basename(path).toLowerCase();
-  if (name.includes('encoder')) return 'encoder.';
-  if (name.includes('decoder')) return 'decoder.';
+  if (name.includes('encoder')) return 'encoder';
+  if (name.includes('decoder')) return 'decoder';
   throw new SegtoolError(
     'ERR_CHECKPOINT',
-    `${path}: cannot tell whether it holds the encoder or the decoder (its keys have no "encoder."/"decoder." prefix and its name says neither; name it encoder_*.pth / decoder_*.pth)`,
+    `${path}: cannot tell whether it holds the encoder or the decoder (its keys have no "encoder."/"decoder." prefix and its name says neither); ` +
+      'give it for a role (--weights-encoder / --weights-decoder, MODEL.weights_encoder / MODEL.weights_decoder, loadWeights(model, file, { part }))',
   );
 }
 
 /** Buffers of the reference's synchronized BatchNorm that plain PyTorch BatchNorm files lack. */
-const OPTIONAL_BUFFER = /\.(num_batches_tracked|_tmp_running_mean|_tmp_running_var|_running_iter)$/;
+export const OPTIONAL_BUFFER = /\.(num_batches_tracked|_tmp_running_mean|_tmp_running_var|_running_iter)$/;
+
+/** An ImageNet classifier's head: its presence marks an ImageNet classification file. */
+const CLASSIFIER_HEAD = /^(fc|classifier)\./;
 
 export interface LoadWeightsOptions {
-  /** Unset model keys or unused file keys are an error (the default; the reference's strict=False hid mistakes). */
+  /**
+   * Within the parts the files are given for, every model tensor must be set and every file
+   * tensor used (the default; the reference's strict=False hid mistakes). An ImageNet
+   * classification file keeps the reference's own strictness instead (see lib/train/pretrained.ts).
+   */
   strict?: boolean;
+  /** With strict: a part no file is given for is an error too (default true: inference needs the whole model). */
+  wholeModel?: boolean;
   /** Leave out tensors whose shape differs from the model's (e.g. a 150-class head when fine-tuning to 7 classes). */
   skipMismatchedHead?: boolean;
+  /** The part every file holds, whatever its name (a `{ path, part }` source sets its own). */
+  part?: WeightsPart;
+}
+
+/** What one file contributed. */
+export interface WeightsFileReport {
+  path: string;
+  /** The part it was given for or guessed to be; 'model' for a combined file. */
+  part: WeightsPart | 'model';
+  /** Tensors loaded from it. */
+  loaded: number;
+  /** Its tensors not loaded, e.g. an ImageNet file's classifier (fc.*, classifier.*), or the other part of a combined file given for one role. */
+  leftOut: string[];
+  /** It holds an ImageNet classification network (its head was dropped, as the reference does). */
+  imagenet: boolean;
 }
 
 export interface WeightsLoadReport extends LoadReport {
   /** Keys left out because their shape differed (with skipMismatchedHead). */
   skipped: Array<{ key: string; file: number[]; model: number[] }>;
+  files: WeightsFileReport[];
+}
+
+/** "a, b, c … (12 in all)": keys for a message. */
+function listKeys(keys: readonly string[], limit = 6): string {
+  return keys.length > limit ? `${keys.slice(0, limit).join(', ')} … (${keys.length} in all)` : keys.join(', ');
+}
+
+/** "features.18.* (9), fc.* (2)": keys grouped by their module (a part prefix and a block number kept), for one-line reports. */
+export function summarizeKeys(keys: readonly string[]): string {
+  const groups = new Map<string, number>();
+  for (const key of keys) {
+    const parts = key.split('.');
+    let n = parts[0] === 'encoder' || parts[0] === 'decoder' ? 2 : 1;
+    if (/^\d+$/.test(parts[n] ?? '') && n < parts.length - 1) n++;
+    const head = parts.slice(0, Math.min(n, parts.length - 1)).join('.');
+    groups.set(head, (groups.get(head) ?? 0) + 1);
+  }
+  return [...groups].map(([head, n]) => `${head}.* (${n})`).join(', ');
+}
+
+function sourcePath(source: WeightsSource, index: number): { path: string; part?: WeightsPart } {
+  if (typeof source === 'string') return { path: expectString(`weights[${index}]`, source) };
+  expectObject(`weights[${index}]`, source);
+  const path = expectString(`weights[${index}].path`, source.path);
+  return source.part === undefined ? { path } : { path, part: expectOneOf(`weights[${index}].part`, source.part, PARTS) };
 }
 
 /**
  * Loads weights into `model` from one file (combined "encoder."/"decoder." keys, a training
  * checkpoint, or one part), or several (e.g. [encoder_epoch_20.pth, decoder_epoch_20.pth]).
+ * A file given for a part (`options.part`, or `{ path, part }`) is that part whatever its name:
+ * its keys are taken as the part's (an ImageNet classifier's head dropped), and a file none of
+ * whose tensors belong to that part is an error. Two files that both set a tensor are an error.
  */
 export async function loadWeights(
   model: SegmentationModel,
-  source: string | readonly string[],
+  source: WeightsSource | readonly WeightsSource[],
   options: LoadWeightsOptions = {},
 ): Promise<WeightsLoadReport> {
-  const paths = typeof source === 'string' ? [source] : [...source];
-  if (paths.length === 0) throw invalid('weights', 'one or more file paths', source);
+  const sources = (Array.isArray(source) ? [...(source as readonly WeightsSource[])] : [source as WeightsSource]).map(sourcePath);
+  if (sources.length === 0) throw invalid('weights', 'one or more file paths', source);
+  expectObject('options', options, true);
   const strict = options.strict === undefined ? true : expectBoolean('strict', options.strict);
+  const wholeModel = options.wholeModel === undefined ? true : expectBoolean('wholeModel', options.wholeModel);
   const skipMismatched = options.skipMismatchedHead === undefined ? false : expectBoolean('skipMismatchedHead', options.skipMismatchedHead);
+  const defaultPart = options.part === undefined ? undefined : expectOneOf('part', options.part, PARTS);
   const modelShapes = new Map(model.shapes().map(([key, shape]) => [key, shape]));
+  const encoderName = model.info.encoder as EncoderName;
   const combined = new Map<string, Tensor>();
+  const origin = new Map<string, string>(); // full key -> file that set it
   const skipped: WeightsLoadReport['skipped'] = [];
+  const files: WeightsFileReport[] = [];
+  /** Parts whose every tensor must be set, and file keys that must be used, by strictness. */
+  const strictParts = new Set<WeightsPart>();
+  const unused: string[] = [];
   try {
-    for (const path of paths) {
+    for (const { path, part: givenPart } of sources) {
+      const role = givenPart ?? defaultPart;
       const tensors = await readWeights(path);
-      let prefix: string;
       try {
-        prefix = prefixFor(path, [...tensors.keys()]);
-      } catch (error) {
-        disposeAll(tensors);
-        throw error;
-      }
-      for (const [key, tensor] of tensors) {
-        const full = prefix + key;
-        const want = modelShapes.get(full);
-        if (want && (want.length !== tensor.shape.length || want.some((d, i) => d !== tensor.shape[i]))) {
-          if (!skipMismatched) {
-            const message =
-              `${path}: ${full} has shape [${tensor.shape.join(', ')}] but the model's is [${want.join(', ')}]` +
-              (full.startsWith('decoder.conv_last')
-                ? ' (a head for another class count? use skipMismatchedHead / --skip-mismatched-head to fine-tune)'
-                : ' (weights of another architecture?)');
-            disposeAll(tensors);
-            throw new SegtoolError('ERR_CHECKPOINT', message);
-          }
-          skipped.push({ key: full, file: tensor.shape, model: want });
-          tensor.dispose();
-          continue;
+        const keys = [...tensors.keys()];
+        const part = role ?? guessPart(path, keys);
+        const imagenet = part === 'encoder' && keys.some((k) => CLASSIFIER_HEAD.test(k));
+        // An ImageNet file maps as the reference maps it, with the reference's strictness for its family.
+        const fileStrict = imagenet ? imagenetCheckpointFor(encoderName).strict : strict;
+        const report: WeightsFileReport = { path, part: part ?? 'model', loaded: 0, leftOut: [], imagenet };
+        // File key -> model key.
+        const mapped = new Map<string, string>();
+        for (const key of keys) {
+          if (part === undefined) mapped.set(key, key);
+          else if (key.startsWith(`${part}.`)) mapped.set(key, key);
+          else if (PARTS.some((p) => key.startsWith(`${p}.`)) || (imagenet && IMAGENET_DROPPED.test(key))) report.leftOut.push(key);
+          else mapped.set(key, `${part}.${key}`);
         }
-        combined.get(full)?.dispose();
-        combined.set(full, tensor);
+        const fits = [...mapped.values()].filter((k) => modelShapes.has(k));
+        if (part !== undefined && fits.length === 0) throw misfit(path, part, keys, modelShapes, encoderName, model.describe());
+        for (const [key, full] of mapped) {
+          const tensor = tensors.get(key)!;
+          const want = modelShapes.get(full);
+          if (want === undefined) {
+            if (fileStrict) unused.push(`${full} (${path})`);
+            report.leftOut.push(key);
+            continue;
+          }
+          if (want.length !== tensor.shape.length || want.some((d, i) => d !== tensor.shape[i])) {
+            if (!skipMismatched) {
+              throw new SegtoolError(
+                'ERR_CHECKPOINT',
+                `${path}: ${full} has shape [${tensor.shape.join(', ')}] but the model's is [${want.join(', ')}]` +
+                  (full.startsWith('decoder.conv_last')
+                    ? ' (a head for another class count? use skipMismatchedHead / --skip-mismatched-head to fine-tune)'
+                    : ` (weights of another architecture than ${model.describe()}?)`),
+              );
+            }
+            skipped.push({ key: full, file: tensor.shape, model: want });
+            report.leftOut.push(key);
+            continue;
+          }
+          const earlier = origin.get(full);
+          if (earlier !== undefined) {
+            throw new SegtoolError('ERR_CHECKPOINT', `${full} is defined by both ${earlier} and ${path}: give each tensor once (which file should win is not guessed)`);
+          }
+          origin.set(full, path);
+          combined.set(full, tensor);
+          tensors.delete(key); // now owned by `combined`
+          report.loaded++;
+        }
+        if (fileStrict) for (const p of part === undefined ? PARTS.filter((q) => fits.some((k) => k.startsWith(`${q}.`))) : [part]) strictParts.add(p);
+        files.push(report);
+      } finally {
+        disposeAll(tensors);
       }
     }
+    if (strict && wholeModel) for (const p of PARTS) if (!files.some((f) => f.part === p || f.part === 'model')) strictParts.add(p);
     const report = await model.loadStateDict(combined, { strict: false });
     const skippedKeys = new Set(skipped.map((s) => s.key));
-    const missing = report.missing.filter((k) => !OPTIONAL_BUFFER.test(k) && !skippedKeys.has(k));
-    if (strict && (missing.length > 0 || report.unexpected.length > 0)) {
-      const list = (keys: string[]) => (keys.length > 6 ? `${keys.slice(0, 6).join(', ')} … (${keys.length} in all)` : keys.join(', '));
+    const missing = report.missing.filter(
+      (k) => !OPTIONAL_BUFFER.test(k) && !skippedKeys.has(k) && PARTS.some((p) => strictParts.has(p) && k.startsWith(`${p}.`)),
+    );
+    if (missing.length > 0 || unused.length > 0) {
       const parts = [];
-      if (missing.length) parts.push(`missing from the file: ${list(missing)}`);
-      if (report.unexpected.length) parts.push(`not in the model: ${list(report.unexpected)}`);
+      if (missing.length) parts.push(`missing from the file${sources.length > 1 ? 's' : ''}: ${listKeys(missing)}`);
+      if (unused.length) parts.push(`not in the model: ${listKeys(unused)}`);
       throw new SegtoolError(
         'ERR_CHECKPOINT',
-        `${paths.join(' + ')} does not fit ${model.describe()} (${parts.join('; ')}); pass strict: false to load what fits`,
+        `${sources.map((s) => s.path).join(' + ')} does not fit ${model.describe()} (${parts.join('; ')}); pass strict: false to load what fits`,
       );
     }
-    return { missing: report.missing, unexpected: report.unexpected, skipped };
+    return { missing: report.missing, unexpected: report.unexpected, skipped, files };
   } finally {
     disposeAll(combined);
   }
+}
+
+/** The error for a file given as `part` none of whose tensors is one of that part's. */
+function misfit(path: string, part: WeightsPart, keys: string[], modelShapes: Map<string, number[]>, encoder: string, model: string): SegtoolError {
+  const other: WeightsPart = part === 'encoder' ? 'decoder' : 'encoder';
+  const bare = keys.map((k) => (k.startsWith(`${other}.`) ? k.slice(other.length + 1) : k));
+  const fitsOther = bare.filter((k) => modelShapes.has(`${other}.${k}`)).length;
+  const expected = [...modelShapes.keys()].filter((k) => k.startsWith(`${part}.`)).slice(0, 3).map((k) => k.slice(part.length + 1));
+  const flag = other === 'encoder' ? '--weights-encoder / MODEL.weights_encoder' : '--weights-decoder / MODEL.weights_decoder';
+  return new SegtoolError(
+    'ERR_CHECKPOINT',
+    `${path} was given as the ${part} of ${model}, but none of its ${keys.length} tensors (${listKeys(keys, 3)}) is a ${part === 'encoder' ? `${encoder} encoder` : 'decoder'} tensor ` +
+      `(expected keys such as ${expected.join(', ')})` +
+      (fitsOther > keys.length / 2 ? `; its tensors are the ${other}'s: give it as ${flag}` : '; weights of another architecture?'),
+  );
 }
 
 /** Writes DIR/encoder_epoch_N.pth and DIR/decoder_epoch_N.pth with the reference's keys. */
@@ -322,7 +439,8 @@ export async function convertWeights(inputs: readonly string[], output: string, 
   try {
     for (const input of inputs) {
       const tensors = await readWeights(input);
-      const prefix = inputs.length > 1 ? prefixFor(input, [...tensors.keys()]) : '';
+      const part = inputs.length > 1 ? guessPart(input, [...tensors.keys()]) : undefined;
+      const prefix = part === undefined ? '' : `${part}.`;
       for (const [key, t] of tensors) combined.set(prefix + key, t);
     }
     if (!output.endsWith('/')) {

@@ -85,7 +85,7 @@ test('train, eval and test from the command line', async () => {
     mergeConfig(defaultConfig(), {
       DIR: dir,
       DATASET: { root_dataset: dataset.root, list_train: dataset.trainList, list_val: dataset.valList, imgSizes: [48], imgMaxSize: 1000 },
-      MODEL: { arch_encoder: 'resnet18dilated', arch_decoder: 'c1', fc_dim: 512 },
+      MODEL: { arch_encoder: 'resnet18dilated', arch_decoder: 'c1', fc_dim: 512, pretrained: false },
       TRAIN: { batch_size_per_gpu: 2, num_epoch: 1, epoch_iters: 2, disp_iter: 1, workers: 1, bn_momentum: 0.1 },
     }),
     cfgPath,

@@ -173,7 +173,7 @@ test('evaluate: dataset metrics over every scale equal the per-image pieces', as
   const cfg = mergeConfig(defaultConfig(), {
     DIR: join(root, 'run'),
     DATASET: { root_dataset: dataset.root, list_val: dataset.valList, imgSizes: [32, 48], imgMaxSize: 1000 },
-    MODEL: { arch_encoder: 'resnet18dilated', arch_decoder: 'c1', fc_dim: 512 },
+    MODEL: { arch_encoder: 'resnet18dilated', arch_decoder: 'c1', fc_dim: 512, pretrained: false },
   });
   const live = liveTensorCount();
   model.train();

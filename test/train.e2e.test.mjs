@@ -23,7 +23,7 @@ function config(dir, extra = {}) {
   return mergeConfig(defaultConfig(), {
     DIR: join(root, dir),
     DATASET: { root_dataset: dataset.root, list_train: dataset.trainList, list_val: dataset.valList, imgSizes: [64], imgMaxSize: 1000 },
-    MODEL: { arch_encoder: 'resnet18dilated', arch_decoder: 'c1', fc_dim: 512 },
+    MODEL: { arch_encoder: 'resnet18dilated', arch_decoder: 'c1', fc_dim: 512, pretrained: false },
     TRAIN: { batch_size_per_gpu: 2, num_epoch: 2, epoch_iters: 4, disp_iter: 2, workers: 1, bn_momentum: 0.1, seed: 11, lr_encoder: 0.02, lr_decoder: 0.02 },
     VAL: { checkpoint: 'epoch_2.pth' },
     TEST: { checkpoint: 'epoch_2.pth' },

@@ -102,8 +102,12 @@ export async function runForward(options: ForwardOptions): Promise<ForwardReport
     });
     try {
       if (!procedural) {
-        const files = options.weights !== undefined ? [options.weights, ...weightFiles] : weightFiles;
-        await loadWeights(model, files);
+        // A file given for a role is that part, whatever its name.
+        await loadWeights(model, [
+          ...(options.weights !== undefined ? [options.weights] : []),
+          ...(options.weightsEncoder !== undefined ? [{ path: options.weightsEncoder, part: 'encoder' as const }] : []),
+          ...(options.weightsDecoder !== undefined ? [{ path: options.weightsDecoder, part: 'decoder' as const }] : []),
+        ]);
       }
       const started = performance.now();
       const { logprob, logprobDeepsup } = await model.forward(input);

@@ -9,7 +9,7 @@ import { resolveConfigInput } from '../train/common.js';
 import { train, type TrainEvent } from '../train/train.js';
 import { distributedEnv } from '../dist/env.js';
 import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
-import { formatDuration, ProgressBar } from './progress.js';
+import { formatBytes, formatDuration, ProgressBar } from './progress.js';
 
 interface TrainCommandOptions {
   cfg?: string;
@@ -19,6 +19,7 @@ interface TrainCommandOptions {
   skipBad?: boolean;
   skipMismatchedHead?: boolean;
   syncBn?: string;
+  mirror?: string;
 }
 
 function parseSyncBn(value: string): 'exact' | 'reference' | false {
@@ -74,6 +75,11 @@ export function trainReporter(bar: ProgressBar, rank = 0): (event: TrainEvent) =
       case 'checkpoint':
         bar.log(`Saved ${event.files.map((f) => relative('.', f)).join(', ')}`);
         break;
+      case 'download': {
+        const size = event.total !== undefined ? `${formatBytes(event.received)} / ${formatBytes(event.total)}` : formatBytes(event.received);
+        bar.update(event.total ? event.received / event.total : 0, 'Pretrained encoder', size);
+        break;
+      }
       case 'warning':
         bar.clear();
         process.stderr.write(`warning: ${event.message}\n`);
@@ -90,7 +96,8 @@ export function trainCommand(): Command {
       .option('--workers <n>', 'data loading threads (default TRAIN.workers)', parseCount('--workers'))
       .option('--skip-bad', 'leave out unreadable samples and list them at the end')
       .option('--skip-mismatched-head', 'fine-tuning: MODEL.weights_* tensors of another shape (a head for another class count) are left out')
-      .option('--sync-bn <mode>', "BatchNorm across ranks: exact (default), reference (the reference's formula) or off"),
+      .option('--sync-bn <mode>', "BatchNorm across ranks: exact (default), reference (the reference's formula) or off")
+      .option('--mirror <url>', 'base URL for the ImageNet-pretrained encoder instead of http://sceneparsing.csail.mit.edu/ (also SEGTOOL_MIRROR)'),
   )).action(async (overrides: string[], options: TrainCommandOptions, command: Command) => {
     if (await launchRanksIfAsked(command)) return;
     const rank = distributedEnv()?.rank ?? 0;
@@ -108,6 +115,7 @@ export function trainCommand(): Command {
         ...(options.skipBad ? { onBadSample: 'skip' as const } : {}),
         ...(options.skipMismatchedHead ? { skipMismatchedHead: true } : {}),
         ...(options.syncBn !== undefined ? { syncBatchNorm: parseSyncBn(options.syncBn) } : {}),
+        ...(options.mirror !== undefined ? { mirror: options.mirror } : {}),
         onEvent: trainReporter(bar, rank),
         signal: interrupt.signal,
       });

@@ -41,6 +41,8 @@ export interface ModelConfig {
   weights_encoder: string;
   weights_decoder: string;
   fc_dim: number;
+  /** segtool: with weights_encoder empty, start the encoder from the reference's ImageNet checkpoint. */
+  pretrained: boolean;
 }
 
 export interface TrainConfig {
@@ -174,9 +176,10 @@ export const CONFIG_SPECS: { readonly [K in ConfigKey]: KeySpec<ConfigValue<K>> 
 
   'MODEL.arch_encoder': { default: 'resnet50dilated', kind: oneOf(ENCODER_NAMES), doc: 'encoder architecture' },
   'MODEL.arch_decoder': { default: 'ppm_deepsup', kind: oneOf(DECODER_NAMES), doc: 'decoder architecture' },
-  'MODEL.weights_encoder': { default: '', kind: str(true), doc: 'encoder weights to start from (empty: none)' },
+  'MODEL.weights_encoder': { default: '', kind: str(true), doc: 'encoder weights to start from (empty: the ImageNet-pretrained encoder, see MODEL.pretrained)' },
   'MODEL.weights_decoder': { default: '', kind: str(true), doc: 'decoder weights to start from (empty: none)' },
   'MODEL.fc_dim': { default: 2048, kind: int(1), doc: 'channels between encoder and decoder (must equal the encoder\'s output channels)' },
+  'MODEL.pretrained': { default: true, kind: bool, doc: 'training with MODEL.weights_encoder empty starts the encoder from the reference\'s ImageNet checkpoint (downloaded once into SEGTOOL_CACHE); false = random weights', segtool: true },
 
   'TRAIN.batch_size_per_gpu': { default: 2, kind: int(1), doc: 'images per device per iteration' },
   'TRAIN.num_epoch': { default: 20, kind: int(1), doc: 'epochs to train for' },

@@ -81,7 +81,7 @@ export function demoConfig(dataset: SyntheticDataset, dir: string, options: Requ
       segm_downsampling_rate: 8,
       random_flip: true,
     },
-    MODEL: { arch_encoder: 'mobilenetv2dilated', arch_decoder: 'c1_deepsup', fc_dim: 320 },
+    MODEL: { arch_encoder: 'mobilenetv2dilated', arch_decoder: 'c1_deepsup', fc_dim: 320, pretrained: false }, // the demo shows training from scratch
     TRAIN: {
       batch_size_per_gpu: options.batchSize,
       num_epoch: options.epochs,

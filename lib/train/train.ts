@@ -13,7 +13,7 @@
 import { applyRuntime, runtimeFromConfig } from '../device.js';
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { loadWeights, manualSeed, restoreTrainingCheckpoint, saveReferenceWeights, saveTrainingCheckpoint } from '../checkpoint.js';
+import { loadWeights, manualSeed, restoreTrainingCheckpoint, saveReferenceWeights, saveTrainingCheckpoint, summarizeKeys } from '../checkpoint.js';
 import {
   flipProbability,
   getConfigValue,
@@ -33,6 +33,7 @@ import { setNumThreads } from '../tensor.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
 import { resolveConfigInput, writeJsonAtomic, type ConfigInput, readSampleList } from './common.js';
 import { AverageMeter, formatTrainLine } from './log.js';
+import { FROM_SCRATCH_WARNING, loadImagenetEncoder } from './pretrained.js';
 import { learningRatesAt, type ScheduleSettings } from './schedule.js';
 
 export interface TrainOptions {
@@ -69,6 +70,8 @@ export interface TrainOptions {
   communicator?: Communicator;
   /** BatchNorm across ranks: 'exact' (default; BatchNorm over all ranks' batches), 'reference' (the reference's formula and buffers) or false (per rank). */
   syncBatchNorm?: 'exact' | 'reference' | false;
+  /** Base URL for the ImageNet-pretrained encoder (default SEGTOOL_MIRROR, else the reference's host). */
+  mirror?: string;
 }
 
 export interface TrainHistoryEntry {
@@ -121,7 +124,9 @@ export type TrainEvent =
   | { type: 'log'; line: string }
   | { type: 'epoch'; epoch: number; averageLoss: number; averageAccuracy: number; seconds: number }
   | { type: 'checkpoint'; epoch: number; files: string[] }
-  | { type: 'warning'; message: string };
+  | { type: 'warning'; message: string }
+  /** The pretrained encoder is being downloaded (bytes so far; total when the server says). */
+  | { type: 'download'; url: string; received: number; total?: number };
 
 export interface TrainResult {
   dir: string;
@@ -206,6 +211,7 @@ function checkOptions(options: TrainOptions): void {
   if (options.syncBatchNorm !== undefined && options.syncBatchNorm !== false) {
     expectOneOf('options.syncBatchNorm', options.syncBatchNorm, ['exact', 'reference'] as const);
   }
+  if (options.mirror !== undefined) expectString('options.mirror', options.mirror);
   if (options.records !== undefined && (!Array.isArray(options.records) || options.records.length === 0)) {
     throw invalid('options.records', 'a non-empty array of sample records', options.records);
   }
@@ -294,8 +300,6 @@ async function trainRanks(
   const runtime = runtimeFromConfig(rankDevice ? { ...cfg, TRAIN: { ...cfg.TRAIN, device: rankDevice } } : cfg, 'TRAIN'); // an unavailable device fails before any work
 
   const records = options.records ? options.records.map((r) => ({ ...r })) : await readSampleList(cfg, 'train');
-  await readImageSizes(records); // odgt lists without width/height
-
   manualSeed(cfg.TRAIN.seed); // the reference's torch.manual_seed: initial weights follow the seed
   const model = await SegmentationModel.create(trainingModelOptions(cfg));
   try {
@@ -331,13 +335,9 @@ async function trainRanks(
       const epoch = cfg.TRAIN.start_epoch;
       await loadWeights(model, [join(dir, `encoder_epoch_${epoch}.pth`), join(dir, `decoder_epoch_${epoch}.pth`)]);
     } else {
-      // MODEL.weights_*: e.g. an ImageNet-pretrained encoder alone (the decoder then starts
-      // random), or a 150-class model to fine-tune with skipMismatchedHead.
-      const initial = [cfg.MODEL.weights_encoder, cfg.MODEL.weights_decoder].filter((p) => p !== '');
-      if (initial.length > 0) {
-        await loadWeights(model, initial, { strict: initial.length === 2, skipMismatchedHead: options.skipMismatchedHead ?? false });
-      }
+      await initialWeights(model, cfg, options, emit, rank);
     }
+    await readImageSizes(records); // odgt lists without width/height (after the weights: an unreachable pretrained encoder stops the run at once)
     if (writer) await saveConfig(cfg, join(dir, 'config.yaml'));
 
     const schedule: ScheduleSettings = {
@@ -510,6 +510,44 @@ async function trainRanks(
   } finally {
     model.dispose();
   }
+}
+
+/**
+ * A new run's starting weights: MODEL.weights_encoder / MODEL.weights_decoder, each the part it
+ * is given for (an ImageNet file, a reference encoder_epoch_N.pth, a 150-class model to fine-tune
+ * with skipMismatchedHead), and with no encoder file the ImageNet-pretrained encoder
+ * (MODEL.pretrained). Only rank 0 fetches that: setCommunicator hands rank 0's weights to every rank.
+ */
+async function initialWeights(
+  model: SegmentationModel,
+  cfg: SegtoolConfig,
+  options: TrainOptions,
+  emit: (event: TrainEvent) => void,
+  rank: number,
+): Promise<void> {
+  const given = [
+    ...(cfg.MODEL.weights_encoder !== '' ? [{ path: cfg.MODEL.weights_encoder, part: 'encoder' as const }] : []),
+    ...(cfg.MODEL.weights_decoder !== '' ? [{ path: cfg.MODEL.weights_decoder, part: 'decoder' as const }] : []),
+  ];
+  if (given.length > 0) {
+    const report = await loadWeights(model, given, { wholeModel: false, skipMismatchedHead: options.skipMismatchedHead ?? false });
+    for (const file of report.files) {
+      const leftOut = file.leftOut.length > 0 ? `; left out ${summarizeKeys(file.leftOut)}` : '';
+      emit({ type: 'log', line: `MODEL.weights_${file.part}: ${file.loaded} tensors from ${file.path}${leftOut}` });
+    }
+  }
+  if (cfg.MODEL.weights_encoder !== '') return;
+  if (!cfg.MODEL.pretrained) {
+    emit({ type: 'warning', message: FROM_SCRATCH_WARNING });
+    return;
+  }
+  if (rank !== 0) return;
+  const pretrained = await loadImagenetEncoder(model, {
+    ...(options.mirror !== undefined ? { mirror: options.mirror } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    onProgress: (p) => emit({ type: 'download', url: p.url, received: p.received, ...(p.total !== undefined ? { total: p.total } : {}) }),
+  });
+  emit({ type: 'log', line: pretrained.summary });
 }
 
 function parseRngState(text: unknown): RngState | undefined {
