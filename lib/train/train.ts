@@ -333,7 +333,10 @@ async function trainRanks(
     } else if (cfg.TRAIN.start_epoch > 0) {
       // The reference's way to continue: weights only, from DIR/*_epoch_<start_epoch>.pth.
       const epoch = cfg.TRAIN.start_epoch;
-      await loadWeights(model, [join(dir, `encoder_epoch_${epoch}.pth`), join(dir, `decoder_epoch_${epoch}.pth`)]);
+      await loadWeights(model, [
+        { path: join(dir, `encoder_epoch_${epoch}.pth`), part: 'encoder' },
+        { path: join(dir, `decoder_epoch_${epoch}.pth`), part: 'decoder' },
+      ]);
     } else {
       await initialWeights(model, cfg, options, emit, rank);
     }
