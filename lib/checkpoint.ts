@@ -9,10 +9,11 @@ import { openSync, readSync, closeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import type { EncoderName } from './config/names.js';
+import { checkClassInfo, classInfoFromList, classInfoToJson, type ClassInfo } from './classes.js';
 import { SegtoolError } from './errors.js';
 import { loadNative, native } from './native.js';
 import { Tensor } from './tensor.js';
-import { loadSafetensors, saveSafetensors, disposeAll } from './io/safetensors.js';
+import { loadSafetensors, saveSafetensors, disposeAll, readSafetensorsMetadata } from './io/safetensors.js';
 import { expectExistingFile } from './io/files.js';
 import { IMAGENET_DROPPED, imagenetCheckpointFor } from './imagenet.js';
 import type { LoadReport, SegmentationModel } from './model.js';
@@ -324,14 +325,24 @@ export interface TrainingCheckpoint extends TrainingState {
   weights: Map<string, Tensor>;
   momentum: Map<string, Tensor>;
   torchRng?: Tensor;
+  /** The class names and colours the checkpoint was saved with (checkpoints from before have none). */
+  classes?: ClassInfo;
 }
 
-/** Saves weights, SGD momentum, LibTorch's random state and `state` in one safetensors file. */
-export async function saveTrainingCheckpoint(path: string, checkpoint: TrainingState & { model: SegmentationModel }): Promise<void> {
+/**
+ * Saves weights, SGD momentum, LibTorch's random state and `state` in one safetensors file;
+ * `classes` (the run's names and colours) go into its metadata as `classes`, JSON
+ * `[{name, color: [r, g, b]}]`, so the model carries them (readClassInfoFromWeights).
+ */
+export async function saveTrainingCheckpoint(
+  path: string,
+  checkpoint: TrainingState & { model: SegmentationModel; classes?: ClassInfo },
+): Promise<void> {
   expectString('path', path);
   const { model } = checkpoint;
   expectInteger('epoch', checkpoint.epoch, 0);
   expectInteger('iteration', checkpoint.iteration, 0);
+  const classes = checkpoint.classes === undefined ? undefined : checkClassInfo('classes', checkpoint.classes, model.info.numClass);
   const weights = await model.stateDict();
   const momentum = await model.optimizerState();
   const torchRng = new Tensor(native().getRngState());
@@ -352,6 +363,7 @@ export async function saveTrainingCheckpoint(path: string, checkpoint: TrainingS
       config: JSON.stringify(checkpoint.config ?? null),
       rng: checkpoint.rng ?? '',
       history: JSON.stringify(checkpoint.history ?? []),
+      ...(classes ? { [CLASSES_KEY]: JSON.stringify(classInfoToJson(classes)) } : {}),
     });
   } finally {
     disposeAll(weights);
@@ -370,6 +382,13 @@ export async function loadTrainingCheckpoint(path: string): Promise<TrainingChec
   if (meta['format'] !== TRAINING_FORMAT) {
     disposeAll(file.tensors);
     throw new SegtoolError('ERR_CHECKPOINT', `${path}: not a segtool training checkpoint (it holds plain weights; load them with loadWeights)`);
+  }
+  let classes: ClassInfo | undefined;
+  try {
+    classes = classInfoFromMetadata(meta, path);
+  } catch (error) {
+    disposeAll(file.tensors);
+    throw error;
   }
   const weights = new Map<string, Tensor>();
   const momentum = new Map<string, Tensor>();
@@ -392,7 +411,40 @@ export async function loadTrainingCheckpoint(path: string): Promise<TrainingChec
     weights,
     momentum,
     ...(torchRng ? { torchRng } : {}),
+    ...(classes ? { classes } : {}),
   };
+}
+
+/** Safetensors metadata key of the class list (training checkpoints, converted weights). */
+const CLASSES_KEY = 'classes';
+
+/** The class list in a safetensors file's metadata, checked; undefined when it has none. */
+function classInfoFromMetadata(meta: Record<string, string>, path: string): ClassInfo | undefined {
+  const text = meta[CLASSES_KEY];
+  if (text === undefined) return undefined;
+  const source = `${path} (metadata "${CLASSES_KEY}")`;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new SegtoolError('ERR_CHECKPOINT', `${source}: not JSON (expected [{name, color}])`, { cause: error });
+  }
+  const info = classInfoFromList(value, source);
+  const numClass = meta['num_class'] === undefined ? undefined : Number(meta['num_class']);
+  if (numClass !== undefined && info.names.length !== numClass) {
+    throw new SegtoolError('ERR_CHECKPOINT', `${source} lists ${info.names.length} classes but the checkpoint's model has ${numClass}`);
+  }
+  return info;
+}
+
+/**
+ * The class names and colours stored with weights: a training checkpoint's, or a .safetensors
+ * whose metadata has `classes` (e.g. one `convertWeights` made from a training checkpoint).
+ * Undefined for files without them (.pth files, plain safetensors). Reads the header only.
+ */
+export async function readClassInfoFromWeights(path: string): Promise<ClassInfo | undefined> {
+  if (detectWeightsFormat(path) !== 'safetensors') return undefined;
+  return classInfoFromMetadata(await readSafetensorsMetadata(path), path);
 }
 
 /**
@@ -426,6 +478,14 @@ export function manualSeed(seed: number): void {
   native().manualSeed(expectInteger('seed', seed, 0, Number.MAX_SAFE_INTEGER));
 }
 
+async function firstClassInfo(inputs: readonly string[]): Promise<ClassInfo | undefined> {
+  for (const input of inputs) {
+    const classes = await readClassInfoFromWeights(input);
+    if (classes) return classes;
+  }
+  return undefined;
+}
+
 /**
  * Converts weights between .pth and .safetensors. Several inputs (e.g. encoder_epoch_20.pth and
  * decoder_epoch_20.pth) combine into one file with "encoder."/"decoder." prefixes; an output that
@@ -444,7 +504,10 @@ export async function convertWeights(inputs: readonly string[], output: string, 
       for (const [key, t] of tensors) combined.set(prefix + key, t);
     }
     if (!output.endsWith('/')) {
-      await writeWeights(output, combined);
+      // A training checkpoint's (or converted file's) class list stays with the weights.
+      const classes = /\.safetensors$/i.test(output) ? await firstClassInfo(inputs) : undefined;
+      if (classes) await saveSafetensors(output, combined, { [CLASSES_KEY]: JSON.stringify(classInfoToJson(classes)) });
+      else await writeWeights(output, combined);
       return [output];
     }
     const format = options.format ?? 'pth';

@@ -21,6 +21,8 @@ export * from './config/index.js';
 export * from './eval/index.js';
 export * from './data/index.js';
 export * from './checkpoint.js';
+export * from './classes.js';
+export { resolveClassInfo, modelClassInfo } from './eval/weights.js';
 export * from './train/index.js';
 export { evaluate, type EvaluateOptions, type EvaluateEvent, type EvaluateResult, type ClassResult } from './eval/evaluate.js';
 export { predictMultiScale, argmaxClasses } from './eval/inference.js';

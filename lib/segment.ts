@@ -6,6 +6,7 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { basename, extname, join, relative, resolve } from 'node:path';
+import { defaultClassNames } from './classes.js';
 import type { ConfigOverrides, SegtoolConfig } from './config/index.js';
 import {
   createEvalLoader,
@@ -22,9 +23,8 @@ import {
 import { normalizeInto } from './data/normalize.js';
 import { SegtoolError } from './errors.js';
 import { predictMultiScale } from './eval/inference.js';
-import { ADE20K_CLASS_NAMES } from './eval/palette.js';
 import { classCoverage, type ClassCoverage } from './eval/visualize.js';
-import { createModelWithWeights, resolveWeightFiles } from './eval/weights.js';
+import { createModelWithWeights, modelClassInfo, resolveWeightFiles } from './eval/weights.js';
 import { SegmentationModel } from './model.js';
 import { resolveConfigInput, type ConfigInput } from './train/common.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectNumber, expectObject, expectOneOf, expectString, invalid } from './validate.js';
@@ -42,7 +42,10 @@ export interface SegmentOptions extends DecodeOptions {
   flip?: boolean;
   /** Classes listed in `classes` cover more than this fraction of the image; default 0.001. */
   minCoverage?: number;
-  /** Class names for `classes`; default the ADE20K names when the model has 150 classes. */
+  /**
+   * Class names for `classes`. Default: the classes loadModel found for the model (the config's
+   * DATASET.class_info, or its checkpoint's list), else ADE20K's for 150 classes and class_N otherwise.
+   */
   names?: readonly string[];
 }
 
@@ -127,7 +130,8 @@ async function finish(
   const output = await predictMultiScale(model, inputs, image.height, image.width, { flip: options.flip, probabilities: options.probabilities });
   const { labels, confidence } = output;
   const seconds = (performance.now() - tic) / 1000;
-  const names = options.names ?? (output.numClass === ADE20K_CLASS_NAMES.length ? ADE20K_CLASS_NAMES : undefined);
+  const loaded = modelClassInfo(model)?.names;
+  const names = options.names ?? (loaded?.length === output.numClass ? loaded : defaultClassNames(output.numClass));
   return {
     width: image.width,
     height: image.height,
@@ -135,7 +139,7 @@ async function finish(
     labels,
     confidence,
     ...(options.probabilities ? { probabilities: output.probabilities } : {}),
-    classes: classCoverage(labels, { minRatio: options.minCoverage, ...(names ? { names } : {}) }),
+    classes: classCoverage(labels, { minRatio: options.minCoverage, names }),
     seconds,
     image,
   };
@@ -264,7 +268,11 @@ export interface LoadModelOptions {
   checkpoint?: string;
 }
 
-/** The model a config describes with its trained weights, in eval mode. Dispose it when done. */
+/**
+ * The model a config describes with its trained weights, in eval mode, with its classes
+ * (DATASET.class_info, else the checkpoint's list, else the defaults: modelClassInfo(model),
+ * used by segment()). Dispose it when done.
+ */
 export async function loadModel(config: ConfigInput, options: LoadModelOptions = {}): Promise<SegmentationModel> {
   expectObject('options', options, true);
   const cfg = await resolveConfigInput(config, options.overrides);

@@ -21,11 +21,11 @@
 import { loadSharp, readBytes, decodeImage, type RgbImage } from './data/decode.js';
 import { resolveDecodeOptions } from './data/options.js';
 import { defaultConfig, mergeConfig, type ConfigOverrides, type PartialConfig, type SegtoolConfig } from './config/index.js';
+import { checkClassInfo, readClassInfo, type ClassInfo, type ClassInfoInput } from './classes.js';
 import { checkDevice, type DeviceName } from './device.js';
 import { SegtoolError } from './errors.js';
-import { ADE20K_CLASS_NAMES, ade20kPalette } from './eval/palette.js';
 import type { ClassCoverage } from './eval/visualize.js';
-import { createModelWithWeights, resolveWeightFiles } from './eval/weights.js';
+import { createModelWithWeights, resolveClassInfo, resolveWeightFiles } from './eval/weights.js';
 import type { SegmentationModel } from './model.js';
 import { segment, type SegmentOptions } from './segment.js';
 import { setNumThreads } from './tensor.js';
@@ -81,7 +81,14 @@ export interface SegmenterOptions {
   maxPixels?: number;
   /** Classes in `classes` cover more than this fraction of the image; default 0.001. */
   minCoverage?: number;
-  /** Class names; default the ADE20K names for 150-class models. */
+  /**
+   * Class names and colours (for `classes` and `png`): a ClassInfo `{names, palette}`, or a class
+   * list file read as DATASET.class_info is. Default: the config's DATASET.class_info, else the
+   * list the weights were saved with (training checkpoints), else ADE20K's for 150 classes and
+   * `class_N` with generated colours otherwise.
+   */
+  classInfo?: ClassInfoInput | string;
+  /** Class names only (over classInfo's; kept for compatibility: prefer classInfo). */
   names?: readonly string[];
 }
 
@@ -132,7 +139,7 @@ export interface SummaryOutput {
 }
 
 export interface PngOutput {
-  /** The label map colourised with the ADE20K palette, as an RGB PNG. */
+  /** The label map colourised with the model's palette (`segmenter.classInfo`; ADE20K's by default), as an RGB PNG. */
   png: Buffer;
 }
 
@@ -184,7 +191,9 @@ interface Settings {
   maxQueue: number;
   maxPixels: number;
   minCoverage: number;
-  names: readonly string[] | undefined;
+  classes: ClassInfo;
+  /** The palette as opaque RGBA words in this machine's byte order: one store per pixel. */
+  paletteWords: Uint32Array;
 }
 
 function abortError(signal: AbortSignal, stage: string): SegtoolError {
@@ -218,23 +227,21 @@ function rawToRgb(input: RawPixels): RgbImage {
   return { data: rgb, width, height };
 }
 
-/** The ADE20K palette as opaque RGBA words in this machine's byte order: one store per pixel. */
-let paletteWords: Uint32Array | undefined;
+/** An RGB palette as opaque RGBA words in this machine's byte order. */
+function paletteToWords(rgb: Uint8Array): Uint32Array {
+  const words = new Uint32Array(rgb.length / 3);
+  const bytes = new Uint8Array(words.buffer); // byte order of the machine, whatever it is
+  for (let c = 0; c < words.length; c++) bytes.set([rgb[3 * c]!, rgb[3 * c + 1]!, rgb[3 * c + 2]!, 255], 4 * c);
+  return words;
+}
 
 /**
- * The label map in the ADE20K palette as an RGB PNG (what `colorize` + `encodePng` give, classes
- * without a colour black). Only the colouring runs on this thread (0.15-0.2 s for 12 megapixels
- * on a busy 2-core machine, where colorize + encodePng took ~0.6 s); the PNG encoding runs in
- * sharp's thread pool.
+ * The label map in a palette (paletteToWords) as an RGB PNG (what `colorize` + `encodePng` give,
+ * classes without a colour black). Only the colouring runs on this thread (0.15-0.2 s for 12
+ * megapixels on a busy 2-core machine, where colorize + encodePng took ~0.6 s); the PNG encoding
+ * runs in sharp's thread pool.
  */
-async function encodeColorPng(labels: Int32Array, width: number, height: number): Promise<Buffer> {
-  if (!paletteWords) {
-    const rgb = ade20kPalette();
-    paletteWords = new Uint32Array(rgb.length / 3);
-    const bytes = new Uint8Array(paletteWords.buffer); // byte order of the machine, whatever it is
-    for (let c = 0; c < paletteWords.length; c++) bytes.set([rgb[3 * c]!, rgb[3 * c + 1]!, rgb[3 * c + 2]!, 255], 4 * c);
-  }
-  const words = paletteWords;
+async function encodeColorPng(labels: Int32Array, width: number, height: number, words: Uint32Array): Promise<Buffer> {
   const black = new Uint32Array(new Uint8Array([0, 0, 0, 255]).buffer)[0]!;
   const rgba = new Uint32Array(width * height);
   for (let i = 0; i < rgba.length; i++) rgba[i] = words[labels[i]!] ?? black;
@@ -267,7 +274,7 @@ export class Segmenter {
   /** Builds the model(s) off the main thread and loads the weights. */
   static async load(options: SegmenterOptions): Promise<Segmenter> {
     expectObject('options', options);
-    const known = new Set(['config', 'overrides', 'weights', 'device', 'threads', 'concurrency', 'maxQueue', 'maxPixels', 'minCoverage', 'names']);
+    const known = new Set(['config', 'overrides', 'weights', 'device', 'threads', 'concurrency', 'maxQueue', 'maxPixels', 'minCoverage', 'classInfo', 'names']);
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new SegtoolError('ERR_INVALID_ARG', `Unknown Segmenter option "${key}" (expected one of ${[...known].join(', ')})`);
     }
@@ -277,6 +284,9 @@ export class Segmenter {
     const maxPixels = expectInteger('options.maxPixels', options.maxPixels ?? DEFAULT_MAX_PIXELS, 1, DECODER_MAX_PIXELS);
     const minCoverage = expectNumber('options.minCoverage', options.minCoverage ?? 0.001, 0, 1);
     if (options.names !== undefined && !Array.isArray(options.names)) throw invalid('options.names', 'an array of class names', options.names);
+    if (options.classInfo !== undefined && typeof options.classInfo !== 'string' && (typeof options.classInfo !== 'object' || options.classInfo === null)) {
+      throw invalid('options.classInfo', 'a ClassInfo {names, palette} or a class list file path', options.classInfo);
+    }
     if (options.threads !== undefined) setNumThreads(expectInteger('options.threads', options.threads, 1, 1024));
     if (options.config === undefined || options.config === null) {
       throw invalid('options.config', 'a bundled config name, a YAML path or a config object', options.config);
@@ -292,14 +302,23 @@ export class Segmenter {
     else if (typeof options.weights === 'string') files = [expectString('options.weights', options.weights)];
     else if (Array.isArray(options.weights)) files = options.weights.map((w, i) => expectString(`options.weights[${i}]`, w));
     else throw invalid('options.weights', 'a weights file path or an array of them', options.weights);
+    // Before any model is built: a bad class list fails at once.
+    const numClass = cfg.DATASET.num_class;
+    const resolved =
+      options.classInfo === undefined
+        ? await resolveClassInfo(cfg, files)
+        : typeof options.classInfo === 'string'
+          ? await readClassInfo(options.classInfo, numClass, { key: 'options.classInfo' })
+          : checkClassInfo('options.classInfo', options.classInfo, numClass);
+    const classes: ClassInfo = options.names ? { ...resolved, names: Object.freeze([...options.names]) } : resolved;
     const models: SegmentationModel[] = [];
     try {
-      for (let i = 0; i < concurrency; i++) models.push(await createModelWithWeights(cfg, files));
+      for (let i = 0; i < concurrency; i++) models.push(await createModelWithWeights(cfg, files, 'TEST', classes));
     } catch (error) {
       for (const model of models) model.dispose();
       throw error;
     }
-    return new Segmenter(models, { cfg, maxQueue, maxPixels, minCoverage, names: options.names });
+    return new Segmenter(models, { cfg, maxQueue, maxPixels, minCoverage, classes, paletteWords: paletteToWords(classes.palette) });
   }
 
   /** The resolved config the model was built from. */
@@ -311,9 +330,15 @@ export class Segmenter {
     return this.#settings.cfg.DATASET.num_class;
   }
 
-  /** Class names by index (ADE20K's for 150-class models). */
-  get classNames(): readonly string[] | undefined {
-    return this.#settings.names ?? (this.numClass === ADE20K_CLASS_NAMES.length ? ADE20K_CLASS_NAMES : undefined);
+  /** Class names by index (see SegmenterOptions.classInfo; ADE20K's for 150-class models, class_N otherwise). */
+  get classNames(): readonly string[] {
+    return this.#settings.classes.names;
+  }
+
+  /** The class names and colours `classes` and `png` use, and where they came from (`source`). */
+  get classInfo(): ClassInfo {
+    const { names, palette, source } = this.#settings.classes;
+    return { names, palette: palette.slice(), source };
   }
 
   get stats(): SegmenterStats {
@@ -367,7 +392,7 @@ export class Segmenter {
         normalize: this.#settings.cfg.DATASET.normalization,
         probabilities: request.outputs.has('probabilities'),
         minCoverage: this.#settings.minCoverage,
-        ...(this.classNames ? { names: this.classNames } : {}),
+        names: this.#settings.classes.names,
         ...(request.flip ? { flip: true } : {}),
       };
       const out = await segment(model, image, segmentOptions);
@@ -387,7 +412,7 @@ export class Segmenter {
       }
       if (request.outputs.has('summary')) result['classes'] = out.classes;
       if (request.outputs.has('probabilities')) result['probabilities'] = out.probabilities;
-      if (request.outputs.has('png')) result['png'] = await encodeColorPng(out.labels, out.width, out.height);
+      if (request.outputs.has('png')) result['png'] = await encodeColorPng(out.labels, out.width, out.height, this.#settings.paletteWords);
       const end = performance.now();
       result['timings'] = {
         queuedMs: decodeAt - queuedAt,

@@ -190,5 +190,5 @@ test('class coverage: classes above 0.1% by decreasing area, with names', () => 
     { classIndex: 0, name: 'wall', pixels: 3000, ratio: 0.3 },
   ]);
   assert.equal(classCoverage(labels, { minRatio: 0 }).length, 3);
-  assert.equal(classCoverage(Int16Array.from([200]), { minRatio: 0 })[0].name, 'class 200');
+  assert.equal(classCoverage(Int16Array.from([200]), { minRatio: 0 })[0].name, 'class_200');
 });

@@ -33,6 +33,7 @@ export function printEvaluation(result: EvaluateResult, allClasses: boolean): vo
   console.log(
     `Score (mean of accuracy and mIoU): ${result.score.toFixed(4)}; mean IoU over the ${result.presentClasses} classes in the ground truth: ${result.meanIoUPresent.toFixed(4)}`,
   );
+  if (result.classSource !== 'ADE20K') console.log(`Class names: ${result.classSource}`);
   if (result.metricsFile) console.log(`Metrics: ${relative('.', result.metricsFile)}`);
   if (result.resultDir) console.log(`Panels (image | ground truth | prediction): ${relative('.', result.resultDir)}/`);
 }

@@ -9,8 +9,10 @@ import { Command } from 'commander';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, extname, join, relative, resolve } from 'node:path';
 import { SegtoolError } from '../errors.js';
+import { defaultClassInfo } from '../classes.js';
 import { encodePng } from '../eval/png.js';
 import { encodeLabelPng, visualizationPanel } from '../eval/visualize.js';
+import { modelClassInfo } from '../eval/weights.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { findImages, loadModel, segmentFiles, segmentOptionsFromConfig, type SegmentResult } from '../segment.js';
 import { setNumThreads, Tensor } from '../tensor.js';
@@ -38,11 +40,18 @@ export interface WrittenFiles {
   probabilities?: string;
 }
 
-/** Writes what `segtool test` writes for one result; `stem` is the output path without extension. */
-export async function writeTestOutputs(result: SegmentResult, stem: string, options: { confidence?: boolean; probabilities?: boolean }): Promise<WrittenFiles> {
+/**
+ * Writes what `segtool test` writes for one result; `stem` is the output path without
+ * extension; `palette` colours the prediction (default ADE20K's).
+ */
+export async function writeTestOutputs(
+  result: SegmentResult,
+  stem: string,
+  options: { confidence?: boolean; probabilities?: boolean; palette?: Uint8Array },
+): Promise<WrittenFiles> {
   await mkdir(dirname(stem), { recursive: true });
   const { width, height } = result;
-  const panel = visualizationPanel({ image: { data: result.image.data, width, height, channels: 3 }, pred: result.labels });
+  const panel = visualizationPanel({ image: { data: result.image.data, width, height, channels: 3 }, pred: result.labels, palette: options.palette });
   const files: WrittenFiles = { panel: `${stem}.png`, label: `${stem}_label.png` };
   await writeFile(files.panel, await encodePng(panel.data, panel.width, panel.height));
   await writeFile(files.label, await encodeLabelPng(result.labels, width, height));
@@ -92,6 +101,8 @@ export function testCommand(): Command {
     }
     if (options.threads !== undefined) setNumThreads(options.threads);
     const model = await loadModel(cfg, options.checkpoint !== undefined ? { checkpoint: options.checkpoint } : {});
+    // Names (in the summaries, through segmentFiles) and colours: DATASET.class_info, else the checkpoint's, else the defaults.
+    const { palette } = modelClassInfo(model) ?? defaultClassInfo(cfg.DATASET.num_class);
     const bar = new ProgressBar();
     const nameOf = new Map(images.map((img) => [img.path, img.name]));
     let done = 0;
@@ -113,7 +124,7 @@ export function testCommand(): Command {
         },
       )) {
         const name = nameOf.get(result.path!)!;
-        const files = await writeTestOutputs(result, stemOf(name), options);
+        const files = await writeTestOutputs(result, stemOf(name), { ...options, palette });
         done++;
         bar.log(`Predictions in [${result.path}] (${result.seconds.toFixed(2)} s) -> ${relative('.', files.panel)}`);
         for (const c of result.classes) bar.log(`  ${c.name}: ${(c.ratio * 100).toFixed(2)}%`);

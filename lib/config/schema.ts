@@ -33,6 +33,8 @@ export interface DatasetConfig {
   normalization: Normalization;
   /** segtool: class of the label canvas padding, -1 (`ignore`) or class 0 as the reference. */
   label_padding: LabelPadding;
+  /** segtool: class names and colours (object150_info.csv layout, or YAML/JSON {name, color} list); '' = defaults. */
+  class_info: string;
 }
 
 export interface ModelConfig {
@@ -173,6 +175,7 @@ export const CONFIG_SPECS: { readonly [K in ConfigKey]: KeySpec<ConfigValue<K>> 
   'DATASET.random_flip': { default: true, kind: { type: 'flip' }, doc: 'horizontal flip in training: true (p = 0.5), false, or a probability in [0, 1]' },
   'DATASET.normalization': { default: 'imagenet', kind: oneOf(NORMALIZATIONS), doc: 'input normalisation: imagenet (RGB/255, ImageNet mean/std) or legacy-bgr (BGR 0..255 minus mean, for older weights)', segtool: true },
   'DATASET.label_padding': { default: 'ignore', kind: oneOf(LABEL_PADDINGS), doc: 'training label canvas padding: ignore (-1) or reference (class 0, as the reference did)', segtool: true },
+  'DATASET.class_info': { default: '', kind: str(true), doc: 'class names and colours: a CSV in object150_info.csv layout or a YAML/JSON list of {name, color} (empty: ADE20K\'s for 150 classes, class_N and generated colours otherwise; a checkpoint\'s own list when it has one)', segtool: true, optional: true },
 
   'MODEL.arch_encoder': { default: 'resnet50dilated', kind: oneOf(ENCODER_NAMES), doc: 'encoder architecture' },
   'MODEL.arch_decoder': { default: 'ppm_deepsup', kind: oneOf(DECODER_NAMES), doc: 'decoder architecture' },

@@ -7,6 +7,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
+import { classInfoFromConfig, defaultClassName, type ClassInfo } from '../classes.js';
 import type { ConfigOverrides, SegtoolConfig } from '../config/index.js';
 import { createEvalLoader, type BadSample, type EvalLoader, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
@@ -19,10 +20,9 @@ import { readSampleList, resolveConfigInput, writeJsonAtomic, type ConfigInput }
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
 import { predictMultiScale } from './inference.js';
 import { MetricsAccumulator } from './metrics.js';
-import { ADE20K_CLASS_NAMES } from './palette.js';
 import { encodePng } from './png.js';
 import { visualizationPanel } from './visualize.js';
-import { createModelWithWeights, resolveWeightFiles } from './weights.js';
+import { createModelWithWeights, modelClassInfo, resolveClassInfo, resolveWeightFiles } from './weights.js';
 
 export interface EvaluateOptions {
   overrides?: ConfigOverrides;
@@ -87,6 +87,8 @@ export interface EvaluateResult {
   timePerImage: number;
   imgSizes: number[];
   weights: string[];
+  /** Where the class names (and panel colours) came from: 'ADE20K', 'generated', a class list file or a checkpoint. */
+  classSource: string;
   metricsFile?: string;
   resultDir?: string;
   badSamples: BadSample[];
@@ -160,7 +162,8 @@ async function evaluateShard(
   const visualize = options.visualize ?? cfg.VAL.visualize;
   const resultDir = resolve(options.resultDir ?? join(cfg.DIR, 'result'));
 
-  const model = options.model ?? (await createModelWithWeights(cfg, weights, 'VAL'));
+  const classInfo = options.model ? await liveModelClasses(cfg, options.model) : await resolveClassInfo(cfg, weights);
+  const model = options.model ?? (await createModelWithWeights(cfg, weights, 'VAL', classInfo));
   const wasTraining = options.model?.info.training ?? false;
   model.eval();
   let loader: EvalLoader | undefined;
@@ -201,6 +204,7 @@ async function evaluateShard(
           image: { data: sample.original!.data, width: sample.width, height: sample.height, channels: 3 },
           label,
           pred,
+          palette: classInfo.palette,
         });
         const name = basename(sample.path, extname(sample.path));
         await writeFile(join(resultDir, `${name}.png`), await encodePng(panel.data, panel.width, panel.height));
@@ -221,7 +225,7 @@ async function evaluateShard(
     const summary = metrics.summary();
     const classes: ClassResult[] = Array.from(summary.iou, (iou, index) => ({
       index,
-      name: numClass === ADE20K_CLASS_NAMES.length ? ADE20K_CLASS_NAMES[index]! : `class ${index}`,
+      name: classInfo.names[index] ?? defaultClassName(index),
       iou,
       intersection: metrics.intersection[index]!,
       union: metrics.union[index]!,
@@ -239,6 +243,7 @@ async function evaluateShard(
       timePerImage: inferenceSeconds / done,
       imgSizes: [...cfg.DATASET.imgSizes],
       weights,
+      classSource: classInfo.source,
       badSamples: [...loader.badSamples],
     };
     if (visualize) result.resultDir = resultDir;
@@ -256,10 +261,26 @@ async function evaluateShard(
   }
 }
 
+/**
+ * Classes for a model handed in: DATASET.class_info when set; else those it was loaded with
+ * (loadModel) when the count fits the config; else the defaults.
+ */
+async function liveModelClasses(cfg: SegtoolConfig, model: SegmentationModel): Promise<ClassInfo> {
+  const loaded = modelClassInfo(model);
+  if (!cfg.DATASET.class_info && loaded && loaded.names.length === cfg.DATASET.num_class) return loaded;
+  return classInfoFromConfig(cfg);
+}
+
 function metricsJson(cfg: SegtoolConfig, result: EvaluateResult): unknown {
   return {
     model: { encoder: cfg.MODEL.arch_encoder, decoder: cfg.MODEL.arch_decoder, weights: result.weights },
-    dataset: { list: cfg.DATASET.list_val, images: result.images, numClass: cfg.DATASET.num_class, imgSizes: result.imgSizes },
+    dataset: {
+      list: cfg.DATASET.list_val,
+      images: result.images,
+      numClass: cfg.DATASET.num_class,
+      imgSizes: result.imgSizes,
+      classInfo: result.classSource,
+    },
     pixelAccuracy: result.pixelAccuracy,
     meanIoU: result.meanIoU,
     score: result.score,

@@ -3,6 +3,7 @@
  * prediction, as the reference's visualize_result), the classes a prediction covers, and the
  * label map as an annotation-style PNG.
  */
+import { defaultClassName } from '../classes.js';
 import { SegtoolError } from '../errors.js';
 import { describe, expectInteger, expectNumber, invalid } from '../validate.js';
 import type { ClassIndexArray } from './metrics.js';
@@ -83,6 +84,7 @@ export interface VisualizationInput {
   /** Ground truth (class indices, -1 unlabeled); omit for test panels (image | prediction). */
   label?: ClassIndexArray;
   pred: ClassIndexArray;
+  /** RGB bytes, 3 per class (a ClassInfo's `palette`); default the ADE20K palette. */
   palette?: Uint8Array | readonly number[];
 }
 
@@ -113,7 +115,7 @@ export interface ClassCoverage {
 export interface CoverageOptions {
   /** Classes covering at most this fraction are left out; default 0.001 (the reference's 0.1%). */
   minRatio?: number;
-  /** Names by class index; default the ADE20K names. */
+  /** Names by class index (a ClassInfo's `names`); default the ADE20K names. Unnamed indices are `class_N`. */
   names?: readonly string[];
 }
 
@@ -138,7 +140,7 @@ export function classCoverage(labelMap: ClassIndexArray, options: CoverageOption
   const total = labels.length;
   return [...counts]
     .filter(([c]) => c >= 0)
-    .map(([classIndex, pixels]) => ({ classIndex, name: names[classIndex] ?? `class ${classIndex}`, pixels, ratio: pixels / total }))
+    .map(([classIndex, pixels]) => ({ classIndex, name: names[classIndex] ?? defaultClassName(classIndex), pixels, ratio: pixels / total }))
     .filter((c) => c.ratio > minRatio)
     .sort((a, b) => b.pixels - a.pixels || a.classIndex - b.classIndex);
 }

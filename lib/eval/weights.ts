@@ -6,7 +6,8 @@
 import { applyRuntime, runtimeFromConfig } from '../device.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadWeights } from '../checkpoint.js';
+import { loadWeights, readClassInfoFromWeights } from '../checkpoint.js';
+import { classInfoFromConfig, type ClassInfo } from '../classes.js';
 import type { SegtoolConfig } from '../config/index.js';
 import { SegtoolError } from '../errors.js';
 import { SegmentationModel } from '../model.js';
@@ -58,15 +59,51 @@ function latestSuffix(dir: string): string {
 }
 
 /**
+ * The class names and colours for running the config's model with `files`: DATASET.class_info
+ * when the config sets it; else the list the weight files store (a training checkpoint's, which
+ * must have DATASET.num_class classes); else the defaults for DATASET.num_class.
+ */
+export async function resolveClassInfo(cfg: SegtoolConfig, files: readonly string[]): Promise<ClassInfo> {
+  if (cfg.DATASET.class_info) return classInfoFromConfig(cfg);
+  for (const file of files) {
+    const stored = await readClassInfoFromWeights(file);
+    if (!stored) continue;
+    if (stored.names.length !== cfg.DATASET.num_class) {
+      throw new SegtoolError(
+        'ERR_CHECKPOINT',
+        `${stored.source} lists ${stored.names.length} classes but DATASET.num_class is ${cfg.DATASET.num_class}; set DATASET.num_class ${stored.names.length} (or DATASET.class_info to a list of ${cfg.DATASET.num_class})`,
+      );
+    }
+    return stored;
+  }
+  return classInfoFromConfig(cfg);
+}
+
+/** The classes createModelWithWeights (and so loadModel) resolved for each model it built. */
+const modelClasses = new WeakMap<SegmentationModel, ClassInfo>();
+
+/**
+ * The class names and colours a model built by createModelWithWeights / loadModel runs with
+ * (the config's class list, its checkpoint's, or the defaults); undefined for other models.
+ */
+export function modelClassInfo(model: SegmentationModel): ClassInfo | undefined {
+  return modelClasses.get(model);
+}
+
+/**
  * Builds the config's model (eval mode) and loads `files` into it, then moves it to the device
  * (and runtime options) of config section `section` (VAL for evaluation, TEST for segmenting).
+ * Its classes (`classes`, or resolveClassInfo's) are found with modelClassInfo(model).
  */
 export async function createModelWithWeights(
   cfg: SegtoolConfig,
   files: readonly string[],
   section: 'VAL' | 'TEST' = 'TEST',
+  classes?: ClassInfo,
 ): Promise<SegmentationModel> {
   const runtime = runtimeFromConfig(cfg, section);
+  // Before the model is built: a bad class list fails at once.
+  const info = classes ?? (await resolveClassInfo(cfg, files));
   const model = await SegmentationModel.create({
     encoder: cfg.MODEL.arch_encoder,
     decoder: cfg.MODEL.arch_decoder,
@@ -76,6 +113,7 @@ export async function createModelWithWeights(
   try {
     if (files.length > 0) await loadWeights(model, files.length === 1 ? files[0]! : [...files]);
     await applyRuntime(model, runtime);
+    modelClasses.set(model, info);
     return model.eval();
   } catch (error) {
     model.dispose();

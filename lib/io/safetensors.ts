@@ -1,4 +1,6 @@
 /** safetensors files, read and written natively off the main thread. */
+import { open } from 'node:fs/promises';
+import { SegtoolError } from '../errors.js';
 import { loadNative, type NamedNativeTensors } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { expectString, invalid } from '../validate.js';
@@ -39,4 +41,41 @@ export async function saveSafetensors(
 /** Disposes every tensor of a map (convenience for callers that are done with a file). */
 export function disposeAll(tensors: Iterable<Tensor> | NamedTensors): void {
   for (const tensor of tensors instanceof Map ? tensors.values() : tensors) tensor.dispose();
+}
+
+/** The safetensors format's own limit on the JSON header. */
+const MAX_HEADER_BYTES = 100_000_000;
+
+/**
+ * The string metadata (`__metadata__`) of a safetensors file, read from its header alone (no
+ * tensor data is read): cheap even for a large checkpoint.
+ */
+export async function readSafetensorsMetadata(path: string): Promise<Record<string, string>> {
+  const file = expectExistingFile('path', path);
+  const handle = await open(file, 'r');
+  try {
+    const head = Buffer.alloc(8);
+    const { bytesRead } = await handle.read(head, 0, 8, 0);
+    const length = bytesRead === 8 ? head.readBigUInt64LE(0) : -1n;
+    if (length < 2n || length > BigInt(MAX_HEADER_BYTES)) {
+      throw new SegtoolError('ERR_BAD_FILE', `${file}: not a safetensors file (header length ${length < 0n ? 'missing' : length})`);
+    }
+    const json = Buffer.alloc(Number(length));
+    const read = await handle.read(json, 0, json.length, 8);
+    if (read.bytesRead !== json.length) throw new SegtoolError('ERR_BAD_FILE', `${file}: truncated safetensors header`);
+    let header: unknown;
+    try {
+      header = JSON.parse(json.toString('utf8'));
+    } catch (error) {
+      throw new SegtoolError('ERR_BAD_FILE', `${file}: the safetensors header is not JSON`, { cause: error });
+    }
+    const meta = (header as Record<string, unknown> | null)?.['__metadata__'];
+    if (meta === undefined) return {};
+    if (typeof meta !== 'object' || meta === null || Object.values(meta).some((v) => typeof v !== 'string')) {
+      throw new SegtoolError('ERR_BAD_FILE', `${file}: the safetensors __metadata__ is not a map of strings`);
+    }
+    return { ...(meta as Record<string, string>) };
+  } finally {
+    await handle.close();
+  }
 }

@@ -14,6 +14,7 @@ import { applyRuntime, runtimeFromConfig } from '../device.js';
 import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { loadWeights, manualSeed, restoreTrainingCheckpoint, saveReferenceWeights, saveTrainingCheckpoint, summarizeKeys } from '../checkpoint.js';
+import { classInfoFromConfig } from '../classes.js';
 import {
   flipProbability,
   getConfigValue,
@@ -300,6 +301,9 @@ async function trainRanks(
   const runtime = runtimeFromConfig(rankDevice ? { ...cfg, TRAIN: { ...cfg.TRAIN, device: rankDevice } } : cfg, 'TRAIN'); // an unavailable device fails before any work
 
   const records = options.records ? options.records.map((r) => ({ ...r })) : await readSampleList(cfg, 'train');
+  // The run's class names and colours, stored in its checkpoints (read now: a bad DATASET.class_info fails before training).
+  const classes = await classInfoFromConfig(cfg);
+
   manualSeed(cfg.TRAIN.seed); // the reference's torch.manual_seed: initial weights follow the seed
   const model = await SegmentationModel.create(trainingModelOptions(cfg));
   try {
@@ -489,7 +493,7 @@ async function trainRanks(
       const weights = { encoder: join(dir, `encoder_epoch_${epoch}.pth`), decoder: join(dir, `decoder_epoch_${epoch}.pth`) };
       if (writer) {
         await saveReferenceWeights(model, dir, epoch);
-        await saveTrainingCheckpoint(checkpoint, { model, epoch, iteration, config: cfg, rng: JSON.stringify(rngState), history });
+        await saveTrainingCheckpoint(checkpoint, { model, epoch, iteration, config: cfg, rng: JSON.stringify(rngState), history, classes });
         await writeJsonAtomic(join(dir, 'history.json'), history);
         const older = (await listTrainingCheckpoints(dir)).filter((c) => c.epoch < epoch);
         const keep = options.keepCheckpoints ?? 1;

@@ -23,6 +23,13 @@ const options: SegmenterOptions = {
 };
 const segmenter: Segmenter = await Segmenter.load(options);
 await Segmenter.load({ config: { MODEL: { arch_encoder: 'resnet18dilated', arch_decoder: 'ppm_deepsup', fc_dim: 512 } }, weights: 'model.safetensors' });
+// Custom classes: a class list file, or names and RGB colours; the Segmenter tells what it uses.
+await Segmenter.load({ config: 'mobilenetv2dilated-c1_deepsup', classInfo: 'classes.yaml' });
+await Segmenter.load({ config: 'mobilenetv2dilated-c1_deepsup', classInfo: { names: ['road', 'kerb'], palette: [128, 64, 128, 0, 0, 255] } });
+// @ts-expect-error a palette is RGB bytes, not colour strings
+await Segmenter.load({ config: 'mobilenetv2dilated-c1_deepsup', classInfo: { names: ['road'], palette: ['#ff0000'] } });
+const classNames: readonly string[] = segmenter.classNames;
+const classPalette: Uint8Array = segmenter.classInfo.palette;
 
 // Default outputs: labels + summary.
 const plain = await segmenter.segment('photo.jpg');
@@ -30,6 +37,7 @@ const labels: Int32Array = plain.labels;
 const confidence: Float32Array = plain.confidence;
 const classes: ClassSummary[] = plain.classes;
 const first: { classIndex: number; name: string; ratio: number; pixels: number } | undefined = classes[0];
+console.log(classNames.length, classPalette.length);
 const size: number = plain.width * plain.height + plain.timings.totalMs + plain.scales.length;
 // @ts-expect-error png was not asked for
 plain.png.length;
