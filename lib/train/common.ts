@@ -1,39 +1,12 @@
 /**
- * What training, evaluation, testing and the demo share: the config a caller hands in, the
- * sample lists it names, and files written besides checkpoints (history.json, metrics JSON).
+ * What training, evaluation, testing and the demo share: the config a caller hands in and the
+ * sample lists it names. (Atomic writes of history.json / metrics JSON: lib/io/files.ts.)
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { applyOverrides, loadConfig, validateConfig, type ConfigOverrides, type SegtoolConfig } from '../config/index.js';
 import { listFolder, readOdgt, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
-
-/**
- * Writes `data` to `path` through a temporary file in the same folder (fsync, then rename), so
- * an interrupted write leaves the previous file intact.
- */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const temporary = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    const handle = await open(temporary, 'w');
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, path);
-  } catch (error) {
-    await rm(temporary, { force: true });
-    throw error;
-  }
-}
-
-export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  return writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
-}
 
 async function isDirectory(path: string): Promise<boolean> {
   try {

@@ -31,7 +31,8 @@ import { SegmentationModel, type ModelOptions } from '../model.js';
 import { loadNative } from '../native.js';
 import { setNumThreads } from '../tensor.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
-import { resolveConfigInput, writeJsonAtomic, type ConfigInput, readSampleList } from './common.js';
+import { resolveConfigInput, type ConfigInput, readSampleList } from './common.js';
+import { writeJsonAtomic } from '../io/files.js';
 import { AverageMeter, formatTrainLine } from './log.js';
 import { learningRatesAt, type ScheduleSettings } from './schedule.js';
 
