@@ -12,9 +12,11 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { crc32, deflateRawSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
-import { isSegtoolError } from '../dist/index.js';
+import { isSegtoolError, loadConfig } from '../dist/index.js';
 import { downloadFile } from '../dist/download/fetch.js';
 import { cachedPath, cacheRoot, fetchCached, mirrorBase, ORIGINAL_HOST, usingMirror } from '../dist/download/cache.js';
+import { resolveWeightFiles } from '../dist/eval/weights.js';
+import { readSampleList } from '../dist/train/common.js';
 import { generateSyntheticDataset } from '../dist/demo/synthetic.js';
 
 const run = promisify(execFile);
@@ -467,4 +469,16 @@ test('concurrent fetches of one file download it once; a lock left by a dead pro
   const result = await fetchCached('model/stale.pth', { mirror });
   assert.equal(result.downloaded, true);
   assert.ok(!existsSync(`${file}.lock`));
+});
+
+test('a missing list or released-weights file names the segtool download command', async () => {
+  const cfg = await loadConfig(CONFIG);
+  const dir = join(root, 'no-weights');
+  assert.throws(() => resolveWeightFiles({ ...cfg, DIR: dir }, 'epoch_20.pth'), (e) =>
+    isSegtoolError(e, 'ERR_NOT_FOUND') && e.message.endsWith(`; the released weights: segtool download ${CONFIG} --dir ${dir}`),
+  );
+  const list = join(root, 'no-data', 'validation.odgt');
+  await assert.rejects(readSampleList({ ...cfg, DATASET: { ...cfg.DATASET, list_val: list } }, 'val'), (e) =>
+    isSegtoolError(e, 'ERR_NOT_FOUND') && e.message.includes(`for ADE20K: segtool download ade20k --data-dir ${dirname(list)}`),
+  );
 });

@@ -3,7 +3,7 @@
  * sample lists it names. (Atomic writes of history.json / metrics JSON: lib/io/files.ts.)
  */
 import { stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { applyOverrides, loadConfig, validateConfig, type ConfigOverrides, type SegtoolConfig } from '../config/index.js';
 import { listFolder, readOdgt, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
@@ -27,11 +27,15 @@ export async function readSampleList(cfg: SegtoolConfig, which: 'train' | 'val')
     if (await isDirectory(list)) return await listFolder(list, { readSizes: which === 'train' });
     return await readOdgt(list, { root: cfg.DATASET.root_dataset });
   } catch (error) {
+    // The bundled configs read ADE20K's lists, which `segtool download ade20k` writes beside the images.
+    const ade20k = /^(training|validation)\.odgt$/.test(basename(list))
+      ? `; for ADE20K: segtool download ade20k${resolve(dirname(list)) === resolve('data') ? '' : ` --data-dir ${dirname(list)}`}`
+      : '';
     if (error instanceof SegtoolError && error.code === 'ERR_NOT_FOUND' && !(await isDirectory(dirname(list)))) {
-      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${list} not found (its folder ${dirname(list)} does not exist either)`, { cause: error });
+      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${list} not found (its folder ${dirname(list)} does not exist either)${ade20k}`, { cause: error });
     }
     if (error instanceof SegtoolError && error.code === 'ERR_NOT_FOUND') {
-      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${error.message}`, { cause: error });
+      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${error.message}${ade20k}`, { cause: error });
     }
     throw error;
   }
