@@ -100,6 +100,32 @@ export const OPTIONAL_BUFFER = /\.(num_batches_tracked|_tmp_running_mean|_tmp_ru
 /** An ImageNet classifier's head: its presence marks an ImageNet classification file. */
 const CLASSIFIER_HEAD = /^(fc|classifier)\./;
 
+/**
+ * Checks that `path` holds one model part exactly: every key of `expected` (as the reference's
+ * encoder_/decoder_ files store them, without the part's prefix; the optional BatchNorm buffers
+ * may be absent) with the same shape, and no other key. Throws ERR_CHECKPOINT naming the
+ * differences and `what` the file should hold.
+ */
+export async function checkWeightsFile(path: string, expected: ReadonlyArray<readonly [string, readonly number[]]>, what: string): Promise<void> {
+  const tensors = await readWeights(path);
+  try {
+    const want = new Map(expected.map(([key, shape]) => [key, shape]));
+    const list = (keys: string[]) => (keys.length > 6 ? `${keys.slice(0, 6).join(', ')} … (${keys.length} in all)` : keys.join(', '));
+    const missing = [...want.keys()].filter((k) => !tensors.has(k) && !OPTIONAL_BUFFER.test(k));
+    const unexpected = [...tensors.keys()].filter((k) => !want.has(k));
+    const reshaped = [...tensors]
+      .filter(([k, t]) => want.has(k) && (want.get(k)!.length !== t.shape.length || want.get(k)!.some((d, i) => d !== t.shape[i])))
+      .map(([k, t]) => `${k} [${t.shape.join(', ')}] instead of [${want.get(k)!.join(', ')}]`);
+    const parts = [];
+    if (missing.length) parts.push(`missing keys: ${list(missing)}`);
+    if (unexpected.length) parts.push(`unexpected keys: ${list(unexpected)}`);
+    if (reshaped.length) parts.push(`shapes: ${list(reshaped)}`);
+    if (parts.length > 0) throw new SegtoolError('ERR_CHECKPOINT', `${path} does not hold ${what} (${parts.join('; ')})`);
+  } finally {
+    disposeAll(tensors);
+  }
+}
+
 export interface LoadWeightsOptions {
   /**
    * Within the parts the files are given for, every model tensor must be set and every file

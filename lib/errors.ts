@@ -15,6 +15,7 @@ export type SegtoolErrorCode =
   | 'ERR_ADDON_LOAD' // the native addon could not be loaded
   | 'ERR_DISTRIBUTED' // a rank failed, timed out, or the rendezvous failed
   | 'ERR_DEVICE' // a device (CUDA, cuda:N) is not available in this build or on this machine
+  | 'ERR_DOWNLOAD' // a download failed: host unreachable, HTTP error, stall, broken connection
   | 'ERR_NATIVE'; // LibTorch reported an error
 
 export class SegtoolError extends Error {

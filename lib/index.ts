@@ -50,3 +50,4 @@ export {
 export { runDemo, DEMO_DEFAULTS, type DemoOptions, type DemoResult } from './demo/demo.js';
 export { generateSyntheticDataset, syntheticScene, SYNTHETIC_CLASSES } from './demo/synthetic.js';
 export * from './dist/index.js';
+export * from './download/index.js';

@@ -2,56 +2,39 @@
  * `segtool download ade20k | CONFIG ...`: the ADE20K scene-parsing dataset (downloaded,
  * checked, extracted, and listed as data/training.odgt / data/validation.odgt as the reference
  * ships them) and the reference's released weights (DIR/encoder_epoch_20.pth and
- * DIR/decoder_epoch_20.pth, where the bundled configs look for them). Downloads resume,
- * are checked, and can come from a mirror (`--mirror URL` or SEGTOOL_MIRROR): the original
- * hosts are often down.
+ * DIR/decoder_epoch_20.pth, where the bundled configs look for them). Every file goes through
+ * the download cache (lib/download/cache.ts): fetched once, resumable, checked, and re-verified
+ * on every run; one base URL (`--mirror URL` or SEGTOOL_MIRROR) replaces the original host,
+ * which is often down.
  */
 import { Command } from 'commander';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
-import { detectWeightsFormat } from '../checkpoint.js';
-import { BUNDLED_CONFIGS, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig } from '../config/index.js';
+import type { Stats } from 'node:fs';
+import { copyFile, link, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { checkWeightsFile, detectWeightsFormat } from '../checkpoint.js';
+import { BUNDLED_CONFIGS, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig, type BundledConfigName, type SegtoolConfig } from '../config/index.js';
 import { listFolder } from '../data/index.js';
+import { cachedPath, fetchCached, mirrorBase, type FetchCachedResult } from '../download/cache.js';
+import { hashFile, type Checksum, type DownloadProgress } from '../download/fetch.js';
 import { SegtoolError } from '../errors.js';
+import { SegmentationModel } from '../model.js';
 import { abortOnInterrupt } from './common.js';
-import { downloadFile, type Checksum, type DownloadResult } from './fetch-file.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
-import { extractZip } from './unzip.js';
-
-export const DATASET_HOST = 'http://data.csail.mit.edu/places/ADEchallenge/';
-export const WEIGHTS_HOST = 'http://sceneparsing.csail.mit.edu/model/pytorch/';
+import { extractZip, zipEntryNames } from './unzip.js';
 
 /** The dataset archive; its SHA-1 is the one GluonCV and others publish for this file. */
 export const ADE20K_ARCHIVE = Object.freeze({
+  remotePath: 'data/ADEChallengeData2016.zip',
   file: 'ADEChallengeData2016.zip',
   folder: 'ADEChallengeData2016',
   checksum: { algorithm: 'sha1', hex: '219e1696abb36c8ba3a3afe7fb2f4b4606a897c7' } as Checksum,
 });
 
-export interface DownloadItem {
-  url: string;
-  dest: string;
-  checksum?: Checksum;
-}
-
-/** `base` + `path`, with exactly one slash between. */
-function joinUrl(base: string, path: string): string {
-  return `${base.replace(/\/+$/, '')}/${path.replace(/^\/+/, '')}`;
-}
-
-/** The released weights of a bundled config: files under the config's DIR. */
-export async function weightItems(name: string, mirror?: string, dir?: string): Promise<DownloadItem[]> {
-  const found = findBundledConfig(name);
-  if (found === undefined) {
-    throw new SegtoolError('ERR_NOT_FOUND', `No released weights for ${JSON.stringify(name)}: expected ade20k or a bundled config${suggestBundledConfig(name)}`);
-  }
-  const cfg = await loadConfig(bundledConfigPath(found));
-  const target = dir ?? cfg.DIR;
-  return ['encoder', 'decoder'].map((part) => ({
-    url: joinUrl(mirror ?? WEIGHTS_HOST, `ade20k-${found}/${part}_epoch_20.pth`),
-    dest: join(target, `${part}_epoch_20.pth`),
-  }));
+/** Where the reference's released weights of a bundled config are below the host. */
+export function releasedWeightsPath(config: BundledConfigName, part: 'encoder' | 'decoder'): string {
+  return `model/pytorch/ade20k-${config}/${part}_epoch_20.pth`;
 }
 
 /**
@@ -86,7 +69,21 @@ interface DownloadCommandOptions {
   extract: boolean;
 }
 
-function reportProgress(bar: ProgressBar, label: string): (p: { received: number; total?: number; resumedFrom: number }) => void {
+/** What every download target gets: the command's options, where to report, and Ctrl-C. */
+interface TargetContext {
+  options: DownloadCommandOptions;
+  mirror: string;
+  bar: ProgressBar;
+  signal: AbortSignal;
+}
+
+/** `path` relative to the working folder when it is inside it, else absolute. */
+function display(path: string): string {
+  const rel = relative('.', path);
+  return rel === '' ? '.' : rel.startsWith('..') || isAbsolute(rel) ? path : rel;
+}
+
+function reportProgress(bar: ProgressBar, label: string): (p: DownloadProgress) => void {
   const started = performance.now();
   return (p) => {
     const seconds = (performance.now() - started) / 1000;
@@ -97,73 +94,155 @@ function reportProgress(bar: ProgressBar, label: string): (p: { received: number
   };
 }
 
-function describeResult(result: DownloadResult): string {
-  if (result.alreadyPresent) return `${relative('.', result.path)} already present (${formatBytes(result.bytes)}${result.verified ? `, ${result.verified.algorithm} ok` : ''})`;
+/** One line on what fetchCached did with `result` (shown as `shown`, the file the user uses). */
+function describeFetch(result: FetchCachedResult, shown: string): string {
+  if (!result.downloaded) {
+    return `${display(shown)} already present (${formatBytes(result.bytes)}, sha256 ${result.adopted ? 'recorded: placed by hand, checked' : 'ok'})`;
+  }
   const resumed = result.resumedFrom > 0 ? `, resumed at ${formatBytes(result.resumedFrom)}` : '';
-  const check = result.verified ? `${result.verified.algorithm} ok` : `sha256 ${result.sha256}`;
-  return `${relative('.', result.path)}: ${formatBytes(result.bytes)}${resumed}, ${check}`;
+  const again = result.refetched ? ' (the cached copy no longer matched its SHA-256: corrupt, downloaded again)' : '';
+  return `${display(shown)}: ${formatBytes(result.bytes)} from ${result.url}${resumed}, sha256 ${result.sha256}${again}`;
 }
+
+/** Fails unless the archive looks like ADEChallengeData2016.zip (a mirror's web page is not). */
+async function expectAde20kArchive(path: string): Promise<void> {
+  const names = await zipEntryNames(path);
+  if (!names.some((n) => n.startsWith(`${ADE20K_ARCHIVE.folder}/images/`))) {
+    throw new SegtoolError('ERR_BAD_FILE', `${path}: a zip without ${ADE20K_ARCHIVE.folder}/images/ (not the ADE20K archive)`);
+  }
+}
+
+async function downloadAde20k(ctx: TargetContext): Promise<void> {
+  const { options, bar } = ctx;
+  const dataDir = resolve(options.dataDir);
+  const extracted = [join(dataDir, 'training.odgt'), join(dataDir, 'validation.odgt'), join(dataDir, ADE20K_ARCHIVE.folder)];
+  if (options.extract && extracted.every((p) => existsSync(p))) {
+    bar.log(`${display(extracted[2]!)} and its lists are already there (delete them to extract again)`);
+    return;
+  }
+  const result = await fetchCached(ADE20K_ARCHIVE.remotePath, {
+    mirror: ctx.mirror,
+    ...(options.verify ? { checksum: ADE20K_ARCHIVE.checksum } : {}),
+    validate: expectAde20kArchive,
+    onProgress: reportProgress(bar, ADE20K_ARCHIVE.file),
+    signal: ctx.signal,
+    offlineHint: 'Then run this command again to extract it.',
+  });
+  bar.log(describeFetch(result, result.path));
+  if (!options.extract) return;
+  const count = await extractZip(result.path, dataDir, (done, total) => bar.update(done / total, 'Extracting', `${done}/${total}`));
+  bar.log(`Extracted ${count} files into ${display(dataDir)}`);
+  const lists = await writeAde20kLists(dataDir, (message) => bar.log(message));
+  bar.log(`Wrote ${lists.map((l) => display(l)).join(', ')}`);
+}
+
+/** Key names and shapes of the config's model ("encoder.*", "decoder.*"). */
+async function modelShapes(cfg: SegtoolConfig): Promise<Array<[string, number[]]>> {
+  const model = await SegmentationModel.create({
+    encoder: cfg.MODEL.arch_encoder,
+    decoder: cfg.MODEL.arch_decoder,
+    fcDim: cfg.MODEL.fc_dim,
+    numClass: cfg.DATASET.num_class,
+  });
+  try {
+    return model.shapes().map(([key, shape]) => [key, shape]);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function sha256Of(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  await hashFile(path, [hash]);
+  return hash.digest('hex');
+}
+
+/**
+ * Puts the verified cached file at `dest` (a hard link when on the same file system, else a copy),
+ * unless `dest` already has the same content. Returns whether `dest` was written. A different
+ * file at `dest` (the user's own weights, or a damaged copy) is an error, never overwritten,
+ * unless it is a link to the cache file as it was before this run (`linkedBefore`).
+ */
+async function placeCopy(cached: FetchCachedResult, dest: string, linkedBefore?: Stats): Promise<boolean> {
+  const [source, target] = await Promise.all([stat(cached.path), stat(dest).catch(() => undefined)]);
+  const same = (a: Stats, b: Stats): boolean => a.ino === b.ino && a.dev === b.dev;
+  if (target && same(target, source)) return false;
+  // Still linked to the cache file this run replaced (found corrupt): ours to replace.
+  if (target && !(linkedBefore && same(target, linkedBefore))) {
+    const actual = await sha256Of(dest);
+    if (actual === cached.sha256) return false;
+    throw new SegtoolError(
+      'ERR_BAD_FILE',
+      `${dest} is not the released file (sha256 ${actual}, the released one is ${cached.sha256}): your own weights, or a damaged copy? Move or delete it, or choose another folder with --dir`,
+    );
+  }
+  const temporary = `${dest}.${process.pid}.tmp`;
+  await mkdir(dirname(dest), { recursive: true });
+  await rm(temporary, { force: true });
+  try {
+    await link(cached.path, temporary).catch(() => copyFile(cached.path, temporary));
+    await rename(temporary, dest);
+  } catch (error) {
+    await rm(temporary, { force: true });
+    throw error;
+  }
+  return true;
+}
+
+async function downloadReleasedWeights(name: string, ctx: TargetContext): Promise<void> {
+  const found = findBundledConfig(name);
+  if (found === undefined) {
+    throw new SegtoolError('ERR_NOT_FOUND', `Nothing to download named ${JSON.stringify(name)}: expected ade20k or a bundled config${suggestBundledConfig(name)}`);
+  }
+  const cfg = await loadConfig(bundledConfigPath(found));
+  const dir = resolve(ctx.options.dir ?? cfg.DIR);
+  let shapes: Promise<Array<[string, number[]]>> | undefined; // built only when a file needs checking
+  const partShapes = async (part: string): Promise<Array<[string, number[]]>> =>
+    (await (shapes ??= modelShapes(cfg))).filter(([key]) => key.startsWith(`${part}.`)).map(([key, shape]) => [key.slice(part.length + 1), shape]);
+  for (const part of ['encoder', 'decoder'] as const) {
+    const dest = join(dir, `${part}_epoch_20.pth`);
+    const remotePath = releasedWeightsPath(found, part);
+    const cachedBefore = await stat(cachedPath(remotePath)).catch(() => undefined);
+    const result = await fetchCached(remotePath, {
+      mirror: ctx.mirror,
+      // Parsed and compared with the config's model: a web page or another architecture's file is refused.
+      validate: async (path) => {
+        detectWeightsFormat(path); // before building the model: a web page is refused at once
+        await checkWeightsFile(path, await partShapes(part), `the ${part} of ${found} (${cfg.MODEL.arch_encoder} + ${cfg.MODEL.arch_decoder})`);
+      },
+      onProgress: reportProgress(ctx.bar, basename(dest)),
+      signal: ctx.signal,
+      offlineHint: `Then run this command again to copy it to ${display(dest)}; or put your own weights there, or name them with VAL.checkpoint / TEST.checkpoint.`,
+    });
+    const replaced = await placeCopy(result, dest, cachedBefore);
+    ctx.bar.log(describeFetch(result, dest) + (replaced && !result.downloaded ? ' (copied from the cache)' : ''));
+  }
+}
+
+/** Targets by name; any other name is a bundled config whose released weights are wanted. */
+const TARGETS = new Map<string, (ctx: TargetContext) => Promise<void>>([['ade20k', downloadAde20k]]);
 
 export function downloadCommand(): Command {
   return new Command('download')
     .description(`download the ADE20K dataset ("ade20k") or the released weights of bundled configs (${BUNDLED_CONFIGS.join(', ')})`)
     .argument('<what...>', '"ade20k" and/or bundled config names')
-    .option('--mirror <url>', 'download from this base URL instead of the original hosts (also SEGTOOL_MIRROR)')
+    .option('--mirror <url>', 'base URL that replaces http://sceneparsing.csail.mit.edu/ (same paths below it; also SEGTOOL_MIRROR)')
     .option('--dir <dir>', 'folder for weights (default: the config\'s DIR, where eval and test look)')
     .option('--data-dir <dir>', 'folder for the dataset (the bundled configs read ./data/)', './data')
-    .option('--no-verify', 'skip the checksum check (e.g. a mirror with a repacked archive)')
-    .option('--no-extract', 'download the dataset archive without extracting or listing it')
+    .option('--no-verify', 'skip the archive\'s published checksum (e.g. a mirror with a repacked archive)')
+    .option('--no-extract', 'download the dataset archive (into the cache) without extracting or listing it')
     .action(async (what: string[], options: DownloadCommandOptions) => {
-      const mirror = options.mirror ?? (process.env['SEGTOOL_MIRROR'] || undefined);
-      if (mirror !== undefined && !/^https?:\/\//i.test(mirror)) {
-        throw new SegtoolError('ERR_INVALID_ARG', `Expected an http:// or https:// URL for --mirror but received ${JSON.stringify(mirror)}`);
-      }
-      const bar = new ProgressBar();
+      const mirror = mirrorBase(options.mirror);
+      const progress = new ProgressBar();
       const interrupt = abortOnInterrupt('the download (run again to resume)');
+      const ctx: TargetContext = { options, mirror, bar: progress, signal: interrupt.signal };
       try {
         for (const name of what) {
-          if (name.toLowerCase() === 'ade20k') {
-            const dataDir = resolve(options.dataDir);
-            const item: DownloadItem = {
-              url: joinUrl(mirror ?? DATASET_HOST, ADE20K_ARCHIVE.file),
-              dest: join(dataDir, ADE20K_ARCHIVE.file),
-              ...(options.verify ? { checksum: ADE20K_ARCHIVE.checksum } : {}),
-            };
-            bar.log(`Downloading ${item.url}`);
-            const result = await downloadFile(item.url, item.dest, {
-              ...(item.checksum ? { checksum: item.checksum } : {}),
-              onProgress: reportProgress(bar, ADE20K_ARCHIVE.file),
-              signal: interrupt.signal,
-            });
-            bar.log(describeResult(result));
-            if (!options.extract) continue;
-            if (existsSync(join(dataDir, 'training.odgt')) && existsSync(join(dataDir, 'validation.odgt')) && existsSync(join(dataDir, ADE20K_ARCHIVE.folder))) {
-              bar.log(`${relative('.', join(dataDir, ADE20K_ARCHIVE.folder))} and its lists are already there (delete them to extract again)`);
-              continue;
-            }
-            const count = await extractZip(result.path, dataDir, (done, total) => bar.update(done / total, 'Extracting', `${done}/${total}`));
-            bar.log(`Extracted ${count} files into ${relative('.', dataDir) || '.'}`);
-            const lists = await writeAde20kLists(dataDir, (message) => bar.log(message));
-            bar.log(`Wrote ${lists.map((l) => relative('.', l)).join(', ')}`);
-          } else {
-            for (const item of await weightItems(name, mirror, options.dir)) {
-              bar.log(`Downloading ${item.url}`);
-              const result = await downloadFile(item.url, item.dest, {
-                onProgress: reportProgress(bar, item.dest.slice(item.dest.lastIndexOf('/') + 1)),
-                signal: interrupt.signal,
-              });
-              try {
-                detectWeightsFormat(result.path); // a mirror's HTML error page is not a checkpoint
-              } catch (error) {
-                await rm(result.path, { force: true });
-                throw new SegtoolError('ERR_BAD_FILE', `${item.url} is not a weights file (removed it): ${(error as Error).message}`);
-              }
-              bar.log(describeResult(result));
-            }
-          }
+          const target = TARGETS.get(name.toLowerCase());
+          await (target ? target(ctx) : downloadReleasedWeights(name, ctx));
         }
       } finally {
-        bar.done();
+        progress.done();
         interrupt.dispose();
       }
     });

@@ -74,6 +74,16 @@ function safeTarget(dest: string, name: string, path: string): string {
   return join(dest, clean);
 }
 
+/** The entry names of a zip file (its central directory); ERR_BAD_FILE when it is not a zip. */
+export async function zipEntryNames(zipPath: string): Promise<string[]> {
+  const file = await open(zipPath, 'r');
+  try {
+    return (await readEntries(file, zipPath)).map((e) => e.name);
+  } finally {
+    await file.close();
+  }
+}
+
 /** Extracts `zipPath` into `dest`; returns the number of files written. */
 export async function extractZip(zipPath: string, dest: string, onProgress?: (done: number, total: number) => void): Promise<number> {
   const file = await open(zipPath, 'r');

@@ -18,7 +18,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { defaultConfig, mergeConfig, type PartialConfig, type SegtoolConfig } from '../config/index.js';
 import { evaluate, type EvaluateEvent, type EvaluateResult } from '../eval/evaluate.js';
-import { writeJsonAtomic } from '../train/common.js';
+import { writeJsonAtomic } from '../io/files.js';
 import { train, type TrainEvent, type TrainResult } from '../train/train.js';
 import { expectInteger, expectObject, expectString } from '../validate.js';
 import { generateSyntheticDataset, type SyntheticDataset } from './synthetic.js';

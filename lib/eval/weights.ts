@@ -8,7 +8,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadWeights, readClassInfoFromWeights } from '../checkpoint.js';
 import { classInfoFromConfig, type ClassInfo } from '../classes.js';
-import type { SegtoolConfig } from '../config/index.js';
+import { findBundledConfig, type SegtoolConfig } from '../config/index.js';
 import { SegtoolError } from '../errors.js';
 import { SegmentationModel } from '../model.js';
 
@@ -26,13 +26,23 @@ export function resolveWeightFiles(cfg: SegtoolConfig, checkpoint: string, key =
   const missing = files.filter((f) => !existsSync(f));
   if (missing.length > 0) {
     const available = weightSuffixes(dir);
+    const released = dir === cfg.DIR && suffix === 'epoch_20.pth' ? releasedWeightsConfig(cfg) : undefined;
     throw new SegtoolError(
       'ERR_NOT_FOUND',
       `${key} ${checkpoint}: ${missing.join(' and ')} not found` +
-        (available.length > 0 ? ` (${dir} has ${available.join(', ')})` : ` (train first, or set ${key} to a weights file)`),
+        (available.length > 0 ? ` (${dir} has ${available.join(', ')})` : ` (train first, or set ${key} to a weights file)`) +
+        (released ? `; the released weights: segtool download ${released} --dir ${dir}` : ''),
     );
   }
   return files;
+}
+
+/** The bundled config whose released weights fit `cfg`'s architecture (150 classes), if any. */
+function releasedWeightsConfig(cfg: SegtoolConfig): string | undefined {
+  const { arch_encoder: encoder, arch_decoder: decoder } = cfg.MODEL;
+  if (cfg.DATASET.num_class !== 150) return undefined;
+  // The bundled names are ENCODER-DECODER, but for hrnetv2 (+ c1).
+  return findBundledConfig(encoder === 'hrnetv2' && decoder === 'c1' ? 'hrnetv2' : `${encoder}-${decoder}`);
 }
 
 /** Suffixes ("epoch_N.pth") for which `dir` has both an encoder and a decoder file. */

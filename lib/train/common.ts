@@ -1,39 +1,12 @@
 /**
- * What training, evaluation, testing and the demo share: the config a caller hands in, the
- * sample lists it names, and files written besides checkpoints (history.json, metrics JSON).
+ * What training, evaluation, testing and the demo share: the config a caller hands in and the
+ * sample lists it names. (Atomic writes of history.json / metrics JSON: lib/io/files.ts.)
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
 import { applyOverrides, loadConfig, validateConfig, type ConfigOverrides, type SegtoolConfig } from '../config/index.js';
 import { listFolder, readOdgt, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
-
-/**
- * Writes `data` to `path` through a temporary file in the same folder (fsync, then rename), so
- * an interrupted write leaves the previous file intact.
- */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const temporary = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    const handle = await open(temporary, 'w');
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, path);
-  } catch (error) {
-    await rm(temporary, { force: true });
-    throw error;
-  }
-}
-
-export function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  return writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
-}
 
 async function isDirectory(path: string): Promise<boolean> {
   try {
@@ -54,11 +27,15 @@ export async function readSampleList(cfg: SegtoolConfig, which: 'train' | 'val')
     if (await isDirectory(list)) return await listFolder(list, { readSizes: which === 'train' });
     return await readOdgt(list, { root: cfg.DATASET.root_dataset });
   } catch (error) {
+    // The bundled configs read ADE20K's lists, which `segtool download ade20k` writes beside the images.
+    const ade20k = /^(training|validation)\.odgt$/.test(basename(list))
+      ? `; for ADE20K: segtool download ade20k${resolve(dirname(list)) === resolve('data') ? '' : ` --data-dir ${dirname(list)}`}`
+      : '';
     if (error instanceof SegtoolError && error.code === 'ERR_NOT_FOUND' && !(await isDirectory(dirname(list)))) {
-      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${list} not found (its folder ${dirname(list)} does not exist either)`, { cause: error });
+      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${list} not found (its folder ${dirname(list)} does not exist either)${ade20k}`, { cause: error });
     }
     if (error instanceof SegtoolError && error.code === 'ERR_NOT_FOUND') {
-      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${error.message}`, { cause: error });
+      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${error.message}${ade20k}`, { cause: error });
     }
     throw error;
   }

@@ -2,4 +2,5 @@ export * from './schedule.js';
 export * from './log.js';
 export { train, trainingCheckpointPath, listTrainingCheckpoints, trainingModelOptions } from './train.js';
 export type { TrainOptions, TrainResult, TrainEvent, IterationEvent, TrainHistoryEntry } from './train.js';
-export { readSampleList, resolveConfigInput, writeFileAtomic, writeJsonAtomic, type ConfigInput } from './common.js';
+export { readSampleList, resolveConfigInput, type ConfigInput } from './common.js';
+export { writeFileAtomic, writeJsonAtomic } from '../io/files.js';
