@@ -16,7 +16,7 @@ import { Tensor } from './tensor.js';
 import { loadSafetensors, saveSafetensors, disposeAll, readSafetensorsMetadata } from './io/safetensors.js';
 import { expectExistingFile } from './io/files.js';
 import { IMAGENET_DROPPED, imagenetCheckpointFor } from './imagenet.js';
-import type { LoadReport, SegmentationModel } from './model.js';
+import { SegmentationModel, type LoadReport, type ModelOptions } from './model.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from './validate.js';
 
 export type WeightsFormat = 'pth' | 'safetensors';
@@ -101,28 +101,22 @@ export const OPTIONAL_BUFFER = /\.(num_batches_tracked|_tmp_running_mean|_tmp_ru
 const CLASSIFIER_HEAD = /^(fc|classifier)\./;
 
 /**
- * Checks that `path` holds one model part exactly: every key of `expected` (as the reference's
- * encoder_/decoder_ files store them, without the part's prefix; the optional BatchNorm buffers
- * may be absent) with the same shape, and no other key. Throws ERR_CHECKPOINT naming the
- * differences and `what` the file should hold.
+ * Throws unless the file at `path`, given as `part`, fits a model built from `model` (an
+ * architecture, class count and fc_dim): parsed, and every key and shape checked as loadWeights
+ * checks them (`strict` false: the keys that are there must fit). What a download is accepted by.
  */
-export async function checkWeightsFile(path: string, expected: ReadonlyArray<readonly [string, readonly number[]]>, what: string): Promise<void> {
-  const tensors = await readWeights(path);
+export async function checkWeightsFile(
+  path: string,
+  part: WeightsPart,
+  model: ModelOptions,
+  options: { strict?: boolean } = {},
+): Promise<WeightsLoadReport> {
+  detectWeightsFormat(path); // before building a model: a web page is refused at once
+  const check = await SegmentationModel.create(model);
   try {
-    const want = new Map(expected.map(([key, shape]) => [key, shape]));
-    const list = (keys: string[]) => (keys.length > 6 ? `${keys.slice(0, 6).join(', ')} … (${keys.length} in all)` : keys.join(', '));
-    const missing = [...want.keys()].filter((k) => !tensors.has(k) && !OPTIONAL_BUFFER.test(k));
-    const unexpected = [...tensors.keys()].filter((k) => !want.has(k));
-    const reshaped = [...tensors]
-      .filter(([k, t]) => want.has(k) && (want.get(k)!.length !== t.shape.length || want.get(k)!.some((d, i) => d !== t.shape[i])))
-      .map(([k, t]) => `${k} [${t.shape.join(', ')}] instead of [${want.get(k)!.join(', ')}]`);
-    const parts = [];
-    if (missing.length) parts.push(`missing keys: ${list(missing)}`);
-    if (unexpected.length) parts.push(`unexpected keys: ${list(unexpected)}`);
-    if (reshaped.length) parts.push(`shapes: ${list(reshaped)}`);
-    if (parts.length > 0) throw new SegtoolError('ERR_CHECKPOINT', `${path} does not hold ${what} (${parts.join('; ')})`);
+    return await loadWeights(check, { path, part }, { strict: options.strict ?? true, wholeModel: false });
   } finally {
-    disposeAll(tensors);
+    check.dispose();
   }
 }
 

@@ -122,7 +122,9 @@ for (const family of FAMILIES) {
     // Cached: a second run asks the mirror for nothing.
     const again = await train(zeroStepConfig(`zero-${family.arch}-again`, family), { mirror });
     assert.equal(requests.filter((r) => r === remote).length, before + 1, 'served from the cache');
-    assert.ok(existsSync(join(cache, FOLDER, IMAGENET_CHECKPOINTS.find((c) => c.name === family.arch).file)));
+    const cached = join(cache, FOLDER, IMAGENET_CHECKPOINTS.find((c) => c.name === family.arch).file);
+    assert.ok(existsSync(cached));
+    assert.match(readFileSync(`${cached}.sha256`, 'utf8'), /^[0-9a-f]{64}  /); // recorded: later corruption is found
     assert.ok(again.weights.encoder);
   });
 }
@@ -145,7 +147,7 @@ test('offline: training stops at once, naming the file, the URL, where to put it
   const family = { encoder: 'resnet50dilated', fcDim: 2048, stride: 8 };
   const cfg = zeroStepConfig('offline', family);
   await assert.rejects(train(cfg, { mirror: deadMirror }), (e) => {
-    assert.ok(isSegtoolError(e), e.stack);
+    assert.ok(isSegtoolError(e, 'ERR_DOWNLOAD'), e.stack);
     assert.match(e.message, /resnet50-imagenet\.pth/);
     assert.ok(e.message.includes(`${deadMirror}${FOLDER}resnet50-imagenet.pth`), e.message);
     assert.ok(e.message.includes(join(cache, FOLDER, 'resnet50-imagenet.pth')), e.message);
@@ -251,4 +253,35 @@ test('roles: a decoder file given as the encoder, weights of another architectur
   } finally {
     model.dispose();
   }
+});
+
+test('segtool download imagenet-<arch> fetches ahead of time into the cache training uses; a corrupted copy is fetched again', async () => {
+  const file = serveImagenet('mobilenetv2', { seed: 29 });
+  const downloadCache = join(root, 'download-cache');
+  const env = { ...process.env, SEGTOOL_CACHE: downloadCache };
+  const r = await run(process.execPath, ['bin/segtool', 'download', 'imagenet-mobilenetv2', '--mirror', mirror], { env });
+  const cached = join(downloadCache, FOLDER, 'mobilenet_v2.pth.tar');
+  assert.match(r.stdout + r.stderr, /mobilenet_v2\.pth\.tar: [\d.]+ MB from http:\/\/127\.0\.0\.1:\d+\/model\/pretrained_resnet\/mobilenet_v2\.pth\.tar, sha256 [0-9a-f]{64}/);
+  assert.ok(readFileSync(cached).equals(readFileSync(file)));
+  // Corrupt the cached copy: the next run notices (SHA-256 record) and fetches it again.
+  const bytes = readFileSync(cached);
+  bytes[bytes.length >> 1] ^= 0xff;
+  writeFileSync(cached, bytes);
+  const again = await run(process.execPath, ['bin/segtool', 'download', 'imagenet-mobilenetv2', '--mirror', mirror], { env });
+  assert.match(again.stdout + again.stderr, /no longer matched its SHA-256: corrupt, downloaded again/);
+  assert.ok(readFileSync(cached).equals(readFileSync(file)));
+  // A mirror serving another architecture's file under this name: refused, nothing kept.
+  mkdirSync(join(served, 'wrong-mirror', FOLDER), { recursive: true });
+  writeImagenetFile('resnet18', join(served, 'wrong-mirror', FOLDER, 'mobilenet_v2.pth.tar'));
+  const wrongCache = join(root, 'wrong-cache');
+  const wrong = await run(process.execPath, ['bin/segtool', 'download', 'imagenet-mobilenetv2', '--mirror', `${mirror}wrong-mirror/`], {
+    env: { ...env, SEGTOOL_CACHE: wrongCache },
+  }).catch((e) => e);
+  assert.equal(wrong.code, 1);
+  assert.match(wrong.stderr, /served something that is not the expected file .*given as the encoder of mobilenetv2dilated/);
+  assert.ok(!existsSync(join(wrongCache, FOLDER, 'mobilenet_v2.pth.tar')));
+  // Unknown names list what there is.
+  const unknown = await run(process.execPath, ['bin/segtool', 'download', 'imagenet-vgg16'], { env }).catch((e) => e);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /imagenet-resnet18, imagenet-resnet50, .*imagenet-hrnetv2/);
 });

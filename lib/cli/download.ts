@@ -13,13 +13,14 @@ import { existsSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { copyFile, link, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import { checkWeightsFile, detectWeightsFormat } from '../checkpoint.js';
-import { BUNDLED_CONFIGS, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig, type BundledConfigName, type SegtoolConfig } from '../config/index.js';
+import { checkWeightsFile } from '../checkpoint.js';
+import { BUNDLED_CONFIGS, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig, type BundledConfigName } from '../config/index.js';
 import { listFolder } from '../data/index.js';
 import { cachedPath, fetchCached, mirrorBase, type FetchCachedResult } from '../download/cache.js';
 import { hashFile, type Checksum, type DownloadProgress } from '../download/fetch.js';
 import { SegtoolError } from '../errors.js';
-import { SegmentationModel } from '../model.js';
+import { IMAGENET_CHECKPOINTS, imagenetCheckEncoder, type ImagenetCheckpoint } from '../imagenet.js';
+import { fetchImagenetCheckpoint } from '../train/pretrained.js';
 import { abortOnInterrupt } from './common.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
 import { extractZip, zipEntryNames } from './unzip.js';
@@ -136,21 +137,6 @@ async function downloadAde20k(ctx: TargetContext): Promise<void> {
   bar.log(`Wrote ${lists.map((l) => display(l)).join(', ')}`);
 }
 
-/** Key names and shapes of the config's model ("encoder.*", "decoder.*"). */
-async function modelShapes(cfg: SegtoolConfig): Promise<Array<[string, number[]]>> {
-  const model = await SegmentationModel.create({
-    encoder: cfg.MODEL.arch_encoder,
-    decoder: cfg.MODEL.arch_decoder,
-    fcDim: cfg.MODEL.fc_dim,
-    numClass: cfg.DATASET.num_class,
-  });
-  try {
-    return model.shapes().map(([key, shape]) => [key, shape]);
-  } finally {
-    model.dispose();
-  }
-}
-
 async function sha256Of(path: string): Promise<string> {
   const hash = createHash('sha256');
   await hashFile(path, [hash]);
@@ -192,13 +178,14 @@ async function placeCopy(cached: FetchCachedResult, dest: string, linkedBefore?:
 async function downloadReleasedWeights(name: string, ctx: TargetContext): Promise<void> {
   const found = findBundledConfig(name);
   if (found === undefined) {
-    throw new SegtoolError('ERR_NOT_FOUND', `Nothing to download named ${JSON.stringify(name)}: expected ade20k or a bundled config${suggestBundledConfig(name)}`);
+    throw new SegtoolError(
+      'ERR_NOT_FOUND',
+      `Nothing to download named ${JSON.stringify(name)}: expected ade20k, imagenet, ${IMAGENET_CHECKPOINTS.map((c) => `imagenet-${c.name}`).join(', ')} or a bundled config${suggestBundledConfig(name)}`,
+    );
   }
   const cfg = await loadConfig(bundledConfigPath(found));
   const dir = resolve(ctx.options.dir ?? cfg.DIR);
-  let shapes: Promise<Array<[string, number[]]>> | undefined; // built only when a file needs checking
-  const partShapes = async (part: string): Promise<Array<[string, number[]]>> =>
-    (await (shapes ??= modelShapes(cfg))).filter(([key]) => key.startsWith(`${part}.`)).map(([key, shape]) => [key.slice(part.length + 1), shape]);
+  const architecture = { encoder: cfg.MODEL.arch_encoder, decoder: cfg.MODEL.arch_decoder, fcDim: cfg.MODEL.fc_dim, numClass: cfg.DATASET.num_class };
   for (const part of ['encoder', 'decoder'] as const) {
     const dest = join(dir, `${part}_epoch_20.pth`);
     const remotePath = releasedWeightsPath(found, part);
@@ -207,8 +194,7 @@ async function downloadReleasedWeights(name: string, ctx: TargetContext): Promis
       mirror: ctx.mirror,
       // Parsed and compared with the config's model: a web page or another architecture's file is refused.
       validate: async (path) => {
-        detectWeightsFormat(path); // before building the model: a web page is refused at once
-        await checkWeightsFile(path, await partShapes(part), `the ${part} of ${found} (${cfg.MODEL.arch_encoder} + ${cfg.MODEL.arch_decoder})`);
+        await checkWeightsFile(path, part, architecture);
       },
       onProgress: reportProgress(ctx.bar, basename(dest)),
       signal: ctx.signal,
@@ -220,12 +206,32 @@ async function downloadReleasedWeights(name: string, ctx: TargetContext): Promis
 }
 
 /** Targets by name; any other name is a bundled config whose released weights are wanted. */
-const TARGETS = new Map<string, (ctx: TargetContext) => Promise<void>>([['ade20k', downloadAde20k]]);
+/** The ImageNet-pretrained encoders training starts from (into the cache, where training looks). */
+async function downloadImagenet(checkpoints: readonly ImagenetCheckpoint[], ctx: TargetContext): Promise<void> {
+  for (const checkpoint of checkpoints) {
+    const result = await fetchImagenetCheckpoint(imagenetCheckEncoder(checkpoint), {
+      mirror: ctx.mirror,
+      onProgress: reportProgress(ctx.bar, checkpoint.file),
+      signal: ctx.signal,
+      offlineHint: 'Then run this command again to check and record it.',
+    });
+    ctx.bar.log(describeFetch(result, result.path));
+  }
+}
+
+const TARGETS = new Map<string, (ctx: TargetContext) => Promise<void>>([
+  ['ade20k', downloadAde20k],
+  ['imagenet', (ctx) => downloadImagenet(IMAGENET_CHECKPOINTS, ctx)],
+  ...IMAGENET_CHECKPOINTS.map((c) => [`imagenet-${c.name}`, (ctx: TargetContext) => downloadImagenet([c], ctx)] as const),
+]);
 
 export function downloadCommand(): Command {
   return new Command('download')
-    .description(`download the ADE20K dataset ("ade20k") or the released weights of bundled configs (${BUNDLED_CONFIGS.join(', ')})`)
-    .argument('<what...>', '"ade20k" and/or bundled config names')
+    .description(
+      `download the ADE20K dataset ("ade20k"), the ImageNet-pretrained encoders training starts from ("imagenet", or one of ` +
+        `${IMAGENET_CHECKPOINTS.map((c) => `imagenet-${c.name}`).join(', ')}), or the released weights of bundled configs (${BUNDLED_CONFIGS.join(', ')})`,
+    )
+    .argument('<what...>', '"ade20k", "imagenet", "imagenet-<arch>" and/or bundled config names')
     .option('--mirror <url>', 'base URL that replaces http://sceneparsing.csail.mit.edu/ (same paths below it; also SEGTOOL_MIRROR)')
     .option('--dir <dir>', 'folder for weights (default: the config\'s DIR, where eval and test look)')
     .option('--data-dir <dir>', 'folder for the dataset (the bundled configs read ./data/)', './data')

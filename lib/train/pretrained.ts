@@ -5,12 +5,12 @@
  * architecture's keys and shapes before it is accepted.
  */
 import { basename } from 'node:path';
-import { loadWeights, OPTIONAL_BUFFER, summarizeKeys, type WeightsLoadReport } from '../checkpoint.js';
+import { checkWeightsFile, loadWeights, OPTIONAL_BUFFER, summarizeKeys, type WeightsLoadReport } from '../checkpoint.js';
 import type { EncoderName } from '../config/names.js';
 import { cachedPath, fetchCached, type FetchCachedOptions, type FetchCachedResult } from '../download/cache.js';
 import { IMAGENET_REMOTE_FOLDER, imagenetCheckEncoder, imagenetCheckpointFor, type ImagenetCheckpoint } from '../imagenet.js';
 import { ENCODER_CHANNELS } from '../config/names.js';
-import { SegmentationModel } from '../model.js';
+import type { SegmentationModel } from '../model.js';
 
 export type PretrainedFetchOptions = Pick<FetchCachedOptions, 'mirror' | 'cacheDir' | 'signal' | 'onProgress' | 'stallTimeoutMs' | 'offlineHint'>;
 
@@ -33,14 +33,9 @@ export function imagenetCachePath(encoder: EncoderName, options: { cacheDir?: st
  * Throws unless `path` holds `checkpoint`'s network: it parses as weights and maps onto the
  * encoder with the reference's strictness (every key and shape checked).
  */
-export async function checkImagenetFile(path: string, checkpoint: ImagenetCheckpoint): Promise<WeightsLoadReport> {
+export function checkImagenetFile(path: string, checkpoint: ImagenetCheckpoint): Promise<WeightsLoadReport> {
   const encoder = imagenetCheckEncoder(checkpoint);
-  const model = await SegmentationModel.create({ encoder, decoder: 'c1', fcDim: ENCODER_CHANNELS[encoder], numClass: 1 });
-  try {
-    return await loadWeights(model, { path, part: 'encoder' }, { strict: checkpoint.strict, wholeModel: false });
-  } finally {
-    model.dispose();
-  }
+  return checkWeightsFile(path, 'encoder', { encoder, decoder: 'c1', fcDim: ENCODER_CHANNELS[encoder], numClass: 1 }, { strict: checkpoint.strict });
 }
 
 /** The cached ImageNet checkpoint of `encoder`, downloaded (and checked) when it is not there yet. */
