@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { DEFAULT_MODELS, proceduralFloat32 } from './common.mjs';
 
 const segtool = await import('../dist/index.js');
-const { predictMultiScale } = await import('../dist/eval/inference.js');
+const { predictMultiScale } = await import('../dist/inference/infer.js');
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
   const i = args.indexOf(name);

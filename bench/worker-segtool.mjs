@@ -19,7 +19,7 @@ import { memory, proceduralFloat32, proceduralLabel, resetPeak } from './common.
 
 const job = JSON.parse(process.argv[2]);
 const segtool = await import('../dist/index.js');
-const { predictMultiScale } = await import('../dist/eval/inference.js');
+const { predictMultiScale } = await import('../dist/inference/infer.js');
 segtool.setNumThreads(job.threads);
 
 const now = () => performance.now();

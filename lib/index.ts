@@ -25,7 +25,8 @@ export * from './classes.js';
 export { resolveClassInfo, modelClassInfo } from './eval/weights.js';
 export * from './train/index.js';
 export { evaluate, type EvaluateOptions, type EvaluateEvent, type EvaluateResult, type ClassResult } from './eval/evaluate.js';
-export { predictMultiScale, argmaxClasses } from './eval/inference.js';
+export { predictMultiScale, coverageFromCounts } from './inference/infer.js';
+export { InferenceEngine } from './inference/engine.js';
 export { segment, segmentFiles, findImages, loadModel, segmentOptionsFromConfig } from './segment.js';
 export {
   Segmenter,

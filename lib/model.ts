@@ -7,7 +7,7 @@ import { DECODER_NAMES, ENCODER_CHANNELS, ENCODER_NAMES, type DecoderName, type 
 import { Communicator } from './dist/communicator.js';
 import { checkDevice, checkRuntime, type DeviceName, type Precision, type RuntimeOptions } from './device.js';
 import { SegtoolError } from './errors.js';
-import { loadNative, native, type NamedNativeTensors, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';
+import { loadNative, native, type NamedNativeTensors, type NativeCancelToken, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';
 import { Tensor, type TensorData } from './tensor.js';
 import { expectBoolean, expectInteger, expectNumber, expectOneOf, expectString, invalid } from './validate.js';
 
@@ -68,6 +68,10 @@ export interface PredictClassesOptions {
   confidence?: boolean;
   /** Every class's probability ([batch, numClass, height, width]): the one full-size buffer. */
   probabilities?: boolean;
+  /** Pixels predicted as each class ([batch, numClass] int64). */
+  counts?: boolean;
+  /** A token from createCancelToken(): setting it stops the work between scales and rows (ERR_ABORTED). */
+  cancel?: NativeCancelToken;
 }
 
 export interface ClassPrediction {
@@ -77,6 +81,8 @@ export interface ClassPrediction {
   confidence?: Tensor;
   /** float32 [batch, numClass, height, width]: averaged probabilities, when asked for. */
   probabilities?: Tensor;
+  /** int64 [batch, numClass]: pixels of each class, when asked for. */
+  counts?: Tensor;
 }
 
 export type TensorLike = Tensor | { data: TensorData; shape: readonly number[] };
@@ -347,6 +353,8 @@ export class SegmentationModel {
       flip: options.flip === undefined ? false : expectBoolean('flip', options.flip),
       confidence: options.confidence === undefined ? true : expectBoolean('confidence', options.confidence),
       probabilities: options.probabilities === undefined ? false : expectBoolean('probabilities', options.probabilities),
+      counts: options.counts === undefined ? false : expectBoolean('counts', options.counts),
+      ...(options.cancel !== undefined ? { cancel: options.cancel } : {}),
     };
     return this.#enqueue(async () => {
       const temporaries: Tensor[] = [];
@@ -363,6 +371,7 @@ export class SegmentationModel {
           labels: new Tensor(out.labels),
           ...(out.confidence ? { confidence: new Tensor(out.confidence) } : {}),
           ...(out.probabilities ? { probabilities: new Tensor(out.probabilities) } : {}),
+          ...(out.counts ? { counts: new Tensor(out.counts) } : {}),
         };
       } finally {
         for (const t of temporaries) t.dispose();

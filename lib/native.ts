@@ -63,6 +63,9 @@ export interface NativeTrainStepResult {
 }
 
 /** A native nn::SegmentationModel. Async calls pin it; dispose() while they run is ERR_BUSY. */
+/** An opaque cancellation flag (createCancelToken). */
+export type NativeCancelToken = { readonly __brand: 'NativeCancelToken' };
+
 export interface NativeModel {
   readonly inFlight: number;
   readonly disposed: boolean;
@@ -80,8 +83,8 @@ export interface NativeModel {
     inputs: NativeTensor[],
     height: number,
     width: number,
-    options: { flip: boolean; confidence: boolean; probabilities: boolean },
-  ): Promise<{ labels: NativeTensor; confidence?: NativeTensor; probabilities?: NativeTensor }>;
+    options: { flip: boolean; confidence: boolean; probabilities: boolean; counts?: boolean; cancel?: NativeCancelToken },
+  ): Promise<{ labels: NativeTensor; confidence?: NativeTensor; probabilities?: NativeTensor; counts?: NativeTensor }>;
   trainStep(
     input: NativeTensor,
     label: NativeTensor,
@@ -190,6 +193,12 @@ export interface NativeAddon {
   getRngState(): NativeTensor;
   setRngState(state: NativeTensor): void;
   architectures(): { encoders: string[]; decoders: string[]; defaultFcDim: Record<string, number> };
+  /** A flag native work checks between scales, bands and rows (predict's `cancel`). */
+  createCancelToken(): NativeCancelToken;
+  /** Sets the flag: work using the token stops with ERR_ABORTED at its next check. */
+  cancelToken(token: NativeCancelToken): void;
+  /** uint8 [H, W, 3] colours of int32 [H, W] labels from a uint8 [C, 3] palette, on the compute thread. */
+  colorizeLabels(labels: NativeTensor, palette: NativeTensor): Promise<NativeTensor>;
   CommunicatorHandle: abstract new (...args: never[]) => NativeCommunicator;
   /** Joins the job (rendezvous through rank 0's TCPStore); settles once every rank joined. */
   createCommunicator(options: NativeCommunicatorOptions): Promise<NativeCommunicator>;

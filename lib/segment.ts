@@ -6,26 +6,23 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { basename, extname, join, relative, resolve } from 'node:path';
-import { defaultClassNames } from './classes.js';
+import { defaultClassInfo, type ClassInfo } from './classes.js';
 import type { ConfigOverrides, SegtoolConfig } from './config/index.js';
 import {
   createEvalLoader,
   DEFAULTS,
   IMAGE_EXTENSIONS,
-  readImage,
-  resizeBilinear,
-  valTargetSizes,
   type BadSample,
   type DecodeOptions,
   type NormalizePreset,
   type RgbImage,
 } from './data/index.js';
-import { normalizeInto } from './data/normalize.js';
+import { resolveDecodeOptions } from './data/options.js';
 import { SegtoolError } from './errors.js';
-import { predictMultiScale } from './eval/inference.js';
-import { classCoverage, type ClassCoverage } from './eval/visualize.js';
 import { createModelWithWeights, modelClassInfo, resolveWeightFiles } from './eval/weights.js';
-import { SegmentationModel } from './model.js';
+import { admitInput, defaultPreparePool, DEFAULT_LIMITS, runStages, type EngineOutput } from './inference/engine.js';
+import { coverageFromCounts, inferClasses, predictionViews, type ClassCoverage } from './inference/infer.js';
+import { SegmentationModel, type TensorLike } from './model.js';
 import { resolveConfigInput, type ConfigInput } from './train/common.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectNumber, expectObject, expectOneOf, expectString, invalid } from './validate.js';
 
@@ -47,6 +44,10 @@ export interface SegmentOptions extends DecodeOptions {
    * DATASET.class_info, or its checkpoint's list), else ADE20K's for 150 classes and class_N otherwise.
    */
   names?: readonly string[];
+  /** Stops the work (between scales and output rows): ERR_ABORTED. */
+  signal?: AbortSignal;
+  /** Stops the work after this many milliseconds (ERR_ABORTED); 0 = no limit (default). */
+  timeoutMs?: number;
 }
 
 export interface SegmentFilesOptions extends SegmentOptions {
@@ -95,10 +96,20 @@ interface ResolvedOptions {
   minCoverage: number;
   names?: readonly string[];
   decode: DecodeOptions;
+  signal?: AbortSignal;
+  timeoutMs: number;
 }
 
-function resolveOptions(options: SegmentOptions): ResolvedOptions {
+const SEGMENT_OPTION_KEYS = ['imgSizes', 'imgMaxSize', 'paddingConstant', 'normalize', 'probabilities', 'flip', 'minCoverage', 'names', 'exif', 'decoder', 'signal', 'timeoutMs'];
+
+function resolveOptions(options: SegmentOptions, extraKeys: readonly string[] = []): ResolvedOptions {
   expectObject('options', options, true);
+  for (const key of Object.keys(options)) {
+    if (!SEGMENT_OPTION_KEYS.includes(key) && !extraKeys.includes(key)) {
+      throw new SegtoolError('ERR_INVALID_ARG', `Unknown option "${key}" (expected one of ${[...SEGMENT_OPTION_KEYS, ...extraKeys].join(', ')})`);
+    }
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', options.signal);
   if (options.names !== undefined && !Array.isArray(options.names)) throw invalid('options.names', 'an array of class names', options.names);
   return {
     geometry: {
@@ -112,6 +123,8 @@ function resolveOptions(options: SegmentOptions): ResolvedOptions {
     minCoverage: expectNumber('options.minCoverage', options.minCoverage ?? 0.001, 0, 1),
     ...(options.names ? { names: options.names } : {}),
     decode: { ...(options.exif ? { exif: options.exif } : {}), ...(options.decoder ? { decoder: options.decoder } : {}) },
+    ...(options.signal ? { signal: options.signal } : {}),
+    timeoutMs: expectInteger('options.timeoutMs', options.timeoutMs ?? 0, 0),
   };
 }
 
@@ -120,61 +133,84 @@ function checkModel(model: unknown): SegmentationModel {
   return model;
 }
 
-async function finish(
-  model: SegmentationModel,
-  inputs: Array<{ data: Float32Array; shape: readonly number[] }>,
-  image: RgbImage,
-  options: ResolvedOptions,
-): Promise<SegmentResult> {
+/** The class names and colours results use: `names` if given, else the model's (loadModel), else the defaults. */
+function classesFor(model: SegmentationModel, options: ResolvedOptions): ClassInfo {
+  const loaded = modelClassInfo(model);
+  const base = loaded?.names.length === model.numClass ? loaded : defaultClassInfo(model.numClass);
+  return options.names ? { ...base, names: options.names } : base;
+}
+
+/** The infer and outputs stages for prepared inputs (segmentFiles: the loader prepared them). */
+async function finish(model: SegmentationModel, inputs: readonly TensorLike[], image: RgbImage, options: ResolvedOptions): Promise<SegmentResult> {
   const tic = performance.now();
-  const output = await predictMultiScale(model, inputs, image.height, image.width, { flip: options.flip, probabilities: options.probabilities });
-  const { labels, confidence } = output;
-  const seconds = (performance.now() - tic) / 1000;
-  const loaded = modelClassInfo(model)?.names;
-  const names = options.names ?? (loaded?.length === output.numClass ? loaded : defaultClassNames(output.numClass));
+  const prediction = await inferClasses(model, inputs, image.height, image.width, {
+    flip: options.flip,
+    probabilities: options.probabilities,
+    counts: true,
+    ...(options.signal ? { signal: options.signal } : {}),
+    timeoutMs: options.timeoutMs,
+  });
+  const output = predictionViews(prediction, model.numClass, image.height, image.width);
   return {
     width: image.width,
     height: image.height,
     numClass: output.numClass,
-    labels,
-    confidence,
-    ...(options.probabilities ? { probabilities: output.probabilities } : {}),
-    classes: classCoverage(labels, { minRatio: options.minCoverage, names }),
-    seconds,
+    labels: output.labels,
+    confidence: output.confidence,
+    ...(options.probabilities ? { probabilities: output.probabilities! } : {}),
+    classes: coverageFromCounts(output.counts!, classesFor(model, options).names, options.minCoverage),
+    seconds: (performance.now() - tic) / 1000,
     image,
   };
 }
 
 /**
- * Segments one image: a file path (decoded off the main thread by sharp) or decoded RGB pixels
- * (resized and normalised on this thread: a few milliseconds for photo-sized images). The
- * model is put in eval mode.
+ * Segments one image — a file path, the bytes of an encoded image, or decoded RGB pixels —
+ * through the inference engine's stages: checked from its header, decoded, resized and
+ * normalised in a data worker thread, inferred on the compute thread. The model is put in eval
+ * mode.
  */
-export async function segment(model: SegmentationModel, input: string | RgbImage, options: SegmentOptions = {}): Promise<SegmentResult> {
+export async function segment(model: SegmentationModel, input: string | Uint8Array | RgbImage, options: SegmentOptions = {}): Promise<SegmentResult> {
   checkModel(model);
   const resolved = resolveOptions(options);
-  let image: RgbImage;
-  if (typeof input === 'string') {
-    image = await readImage(expectString('input', input), resolved.decode);
-  } else {
-    expectObject('input', input);
-    const width = expectInteger('input.width', input.width, 1);
-    const height = expectInteger('input.height', input.height, 1);
-    if (!(input.data instanceof Uint8Array) || input.data.length !== width * height * 3) {
-      throw invalid('input.data', `a Uint8Array of ${width * height * 3} RGB bytes`, input.data);
-    }
-    image = input;
-  }
-  const inputs = valTargetSizes(image, resolved.geometry).map(([w, h]) => {
-    const resized = resizeBilinear(image.data, image.width, image.height, 3, w, h);
-    const data = new Float32Array(3 * w * h);
-    normalizeInto(data, 0, w, h, resized, w, h, resolved.normalize);
-    return { data, shape: [1, 3, h, w] };
-  });
+  if (typeof input === 'string') expectString('input', input);
+  const admitted = await admitInput(input, { ...DEFAULT_LIMITS, maxComputePixels: Number.MAX_SAFE_INTEGER });
   model.eval();
-  const result = await finish(model, inputs, image, resolved);
-  if (typeof input === 'string') result.path = input;
-  return result;
+  const outputs = new Set<EngineOutput>(['labels', 'summary', 'original', ...(resolved.probabilities ? (['probabilities'] as const) : [])]);
+  const out = await runStages(
+    {
+      model,
+      classes: classesFor(model, resolved),
+      imgMaxSize: resolved.geometry.imgMaxSize,
+      paddingConstant: resolved.geometry.paddingConstant,
+      normalize: resolved.normalize,
+      minCoverage: resolved.minCoverage,
+      limits: DEFAULT_LIMITS,
+    },
+    defaultPreparePool(),
+    admitted,
+    {
+      scales: resolved.geometry.imgSizes,
+      flip: resolved.flip,
+      outputs,
+      timeoutMs: resolved.timeoutMs,
+      ...(resolved.signal ? { signal: resolved.signal } : {}),
+    },
+    undefined,
+    resolveDecodeOptions(resolved.decode),
+  );
+  return {
+    width: out.width,
+    height: out.height,
+    numClass: out.numClass,
+    labels: out.labels!,
+    confidence: out.confidence!,
+    ...(out.probabilities ? { probabilities: out.probabilities } : {}),
+    classes: out.classes!,
+    seconds: out.timings.inferenceMs / 1000,
+    image: out.original!,
+    ...(typeof input === 'string' ? { path: input } : {}),
+  };
 }
 
 /**
@@ -187,7 +223,7 @@ export async function* segmentFiles(
   options: SegmentFilesOptions = {},
 ): AsyncGenerator<SegmentResult> {
   checkModel(model);
-  const resolved = resolveOptions(options);
+  const resolved = resolveOptions(options, ['workers', 'onBadSample', 'onSkipped']);
   if (!Array.isArray(paths) || paths.length === 0) throw invalid('paths', 'a non-empty array of image paths', paths);
   paths.forEach((p, i) => expectString(`paths[${i}]`, p));
   const onBadSample = expectOneOf('options.onBadSample', options.onBadSample ?? 'error', ['error', 'skip'] as const);

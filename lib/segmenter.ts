@@ -1,15 +1,18 @@
 /**
- * Segmenter: what a Node service embeds. One object holds a model (or `concurrency` replicas of
- * it) loaded from a config and weights, takes images as paths, encoded bytes or raw pixels, and
- * answers `segment()` calls through a bounded queue:
+ * Segmenter: what a Node service embeds. One object holds a model loaded from a config and
+ * weights, takes images as paths, encoded bytes or raw pixels, and answers `segment()` calls
+ * through the inference engine (lib/inference/engine.ts):
  *
- * - at most `concurrency` requests decode + infer at once (each on its own model replica; calls
- *   on one SegmentationModel run one after another), at most `maxQueue` more wait; beyond that
- *   `segment()` rejects at once with ERR_BUSY (a service answers 503);
- * - an AbortSignal removes a waiting request (ERR_ABORTED) and is checked again after decoding
- *   and after inference;
  * - image headers are checked before a request queues: corrupt bytes and unsupported types are
- *   ERR_BAD_IMAGE, images over `maxPixels` ERR_INVALID_ARG (413 in a service), without decoding.
+ *   ERR_BAD_IMAGE; images over `maxPixels` / `maxBytes` and requests over `maxComputePixels`
+ *   ERR_INVALID_ARG (413 in a service), without decoding;
+ * - at most `concurrency` requests are in the pipeline at once (decoding and resizing in data
+ *   worker threads while another infers on the compute thread), at most `maxQueue` more wait;
+ *   beyond that `segment()` rejects at once with ERR_BUSY (a service answers 503);
+ * - an AbortSignal or the time limit (`timeoutMs`) removes a waiting request and stops a running
+ *   one, inside the native computation between scales and output rows (ERR_ABORTED);
+ * - nothing per pixel runs on the event loop: results are views of native memory, coverage
+ *   comes from native counts, the PNG is coloured natively and encoded by sharp.
  *
  * Batching concurrent requests into one forward pass is deliberately not done: on CPU LibTorch
  * already spreads one image over every thread, and a batch needs equal input sizes (images of
@@ -18,31 +21,21 @@
  * thread, 0.87x at 2 (no gain); only tiny 64 x 64 inputs gained (1.2x-3.5x), where per-operation
  * overhead dominates (README, "Use it from Node").
  */
-import { loadSharp, readBytes, decodeImage, type RgbImage } from './data/decode.js';
-import { resolveDecodeOptions } from './data/options.js';
 import { defaultConfig, mergeConfig, type ConfigOverrides, type PartialConfig, type SegtoolConfig } from './config/index.js';
 import { checkClassInfo, readClassInfo, type ClassInfo, type ClassInfoInput } from './classes.js';
 import { checkDevice, type DeviceName } from './device.js';
 import { SegtoolError } from './errors.js';
-import type { ClassCoverage } from './eval/visualize.js';
 import { createModelWithWeights, resolveClassInfo, resolveWeightFiles } from './eval/weights.js';
-import type { SegmentationModel } from './model.js';
-import { segment, type SegmentOptions } from './segment.js';
+import { DECODER_MAX_PIXELS, DEFAULT_LIMITS, InferenceEngine, type EngineInput, type EngineStats, type RawPixels } from './inference/engine.js';
+import type { ClassCoverage } from './inference/infer.js';
 import { setNumThreads } from './tensor.js';
 import { resolveConfigInput } from './train/common.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectNumber, expectObject, expectOneOf, expectString, invalid } from './validate.js';
 
-/** Raw pixels: interleaved, row-major, 8 bits per channel (gray, RGB or RGBA; alpha is dropped). */
-export interface RawPixels {
-  data: Uint8Array | Uint8ClampedArray;
-  width: number;
-  height: number;
-  /** 1 (gray), 3 (RGB) or 4 (RGBA); default 3. */
-  channels?: 1 | 3 | 4;
-}
+export type { RawPixels };
 
 /** An image file path, the bytes of an encoded image (JPEG, PNG, WebP, GIF, TIFF, AVIF/HEIF), or raw pixels. */
-export type SegmenterInput = string | Uint8Array | ArrayBuffer | RawPixels;
+export type SegmenterInput = EngineInput;
 
 /** What `segment()` can return; default ['labels', 'summary']. */
 export type SegmentOutput = 'labels' | 'summary' | 'png' | 'probabilities';
@@ -70,15 +63,23 @@ export interface SegmenterOptions {
   /** LibTorch threads. Process-wide: it applies to every model in the process. Default: unchanged (SEGTOOL_THREADS, OMP_NUM_THREADS or all cores). */
   threads?: number;
   /**
-   * Requests decoded and inferred at once, each on its own model replica (memory x concurrency);
-   * default 1, which suits the CPU (LibTorch spreads one image over `threads`). Replicas and
-   * sharp share libuv's thread pool: above 2, raise UV_THREADPOOL_SIZE (default 4) to match.
+   * Requests in the pipeline at once, on one model: the next ones decode and resize in the data
+   * workers while one infers (all native work of a process runs on one compute thread, so model
+   * replicas would not run in parallel). Default 2.
    */
   concurrency?: number;
-  /** Requests that may wait for a free replica; more are rejected with ERR_BUSY. Default 64. */
+  /** Data worker threads that decode, resize and normalise images; default 1. */
+  workers?: number;
+  /** Requests that may wait for a place; more are rejected with ERR_BUSY. Default 64. */
   maxQueue?: number;
-  /** Images with more pixels are rejected (ERR_INVALID_ARG) from their header, before decoding; default 50 megapixels, at most 268 (the decoder's limit). */
+  /** Images with more pixels are rejected (ERR_INVALID_ARG) from their header, before decoding; default 40 megapixels, at most 268 (the decoder's limit). */
   maxPixels?: number;
+  /** Pixels x scales (x 2 with flip) one request may cost; more is rejected before decoding (ERR_INVALID_ARG). Default 100 million (a 12-megapixel photo at 5 scales fits). */
+  maxComputePixels?: number;
+  /** Encoded images (files or bytes) larger than this are rejected; default 256 MiB. */
+  maxBytes?: number;
+  /** A request running longer is stopped (ERR_ABORTED), inside the native work; default 60000 ms, 0 = no limit. */
+  timeoutMs?: number;
   /** Classes in `classes` cover more than this fraction of the image; default 0.001. */
   minCoverage?: number;
   /**
@@ -99,15 +100,17 @@ export interface SegmentRequestOptions<O extends readonly SegmentOutput[] = read
   flip?: boolean;
   /** What to return; default ['labels', 'summary']. */
   outputs?: O;
-  /** Aborts the request: removed from the queue if waiting, checked after decoding and after inference. */
+  /** Aborts the request: removed from the queue if waiting, stops the native work between scales and rows if running. */
   signal?: AbortSignal;
+  /** This request's time limit (default the Segmenter's timeoutMs; 0 = none). */
+  timeoutMs?: number;
 }
 
 /** A class found in the image. */
 export type ClassSummary = ClassCoverage;
 
 export interface SegmentTimings {
-  /** Waiting for a free model replica. */
+  /** Waiting for a place in the pipeline. */
   queuedMs: number;
   decodeMs: number;
   /** All scales, averaging and argmax. */
@@ -163,125 +166,44 @@ export type SegmentResultFor<O extends readonly SegmentOutput[]> = number extend
   ? SegmentationBase & Partial<SegmentationResult<O[number]>>
   : SegmentationResult<O[number]>;
 
-export interface SegmenterStats {
-  /** Requests decoding or inferring now. */
-  active: number;
-  /** Requests waiting for a replica. */
-  queued: number;
-  completed: number;
-  failed: number;
-  rejected: number;
-}
+/** Requests in the Segmenter (EngineStats). */
+export type SegmenterStats = EngineStats;
 
-const DEFAULT_MAX_PIXELS = 50_000_000;
-/** sharp's own decoding limit (0x3FFF x 0x3FFF). */
-const DECODER_MAX_PIXELS = 0x3fff * 0x3fff;
 const DEFAULT_MAX_QUEUE = 64;
-const SUPPORTED_FORMATS = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif', 'avif'];
+const DEFAULT_TIMEOUT_MS = 60_000;
 
-interface Waiter {
-  resolve: (model: SegmentationModel) => void;
-  reject: (error: unknown) => void;
-  signal: AbortSignal | undefined;
-  onAbort: () => void;
-}
-
-interface Settings {
-  cfg: SegtoolConfig;
-  maxQueue: number;
-  maxPixels: number;
-  minCoverage: number;
-  classes: ClassInfo;
-  /** The palette as opaque RGBA words in this machine's byte order: one store per pixel. */
-  paletteWords: Uint32Array;
-}
-
-function abortError(signal: AbortSignal, stage: string): SegtoolError {
-  const reason = signal.reason instanceof Error ? `: ${signal.reason.message}` : signal.reason === undefined ? '' : `: ${String(signal.reason)}`;
-  return new SegtoolError('ERR_ABORTED', `The segmentation was aborted ${stage}${reason}`, { cause: signal.reason });
-}
-
-function megapixels(pixels: number): string {
-  return `${Number((pixels / 1e6).toPrecision(3))} MP`;
-}
-
-/** RGB pixels from raw gray / RGB / RGBA, checked. */
-function rawToRgb(input: RawPixels): RgbImage {
-  const width = expectInteger('input.width', input.width, 1);
-  const height = expectInteger('input.height', input.height, 1);
-  const c = input.channels === undefined ? 3 : input.channels;
-  if (c !== 1 && c !== 3 && c !== 4) throw invalid('input.channels', '1 (gray), 3 (RGB) or 4 (RGBA)', input.channels);
-  if (!(input.data instanceof Uint8Array || input.data instanceof Uint8ClampedArray) || input.data.length !== width * height * c) {
-    throw invalid('input.data', `a Uint8Array of ${width} x ${height} x ${c} = ${width * height * c} bytes`, input.data);
-  }
-  const src = input.data;
-  if (c === 3) return { data: src instanceof Uint8Array ? src : new Uint8Array(src.buffer, src.byteOffset, src.length), width, height };
-  const n = width * height;
-  const rgb = new Uint8Array(n * 3);
-  for (let i = 0; i < n; i++) {
-    const s = i * c;
-    rgb[i * 3] = src[s]!;
-    rgb[i * 3 + 1] = src[c === 1 ? s : s + 1]!;
-    rgb[i * 3 + 2] = src[c === 1 ? s : s + 2]!;
-  }
-  return { data: rgb, width, height };
-}
-
-/** An RGB palette as opaque RGBA words in this machine's byte order. */
-function paletteToWords(rgb: Uint8Array): Uint32Array {
-  const words = new Uint32Array(rgb.length / 3);
-  const bytes = new Uint8Array(words.buffer); // byte order of the machine, whatever it is
-  for (let c = 0; c < words.length; c++) bytes.set([rgb[3 * c]!, rgb[3 * c + 1]!, rgb[3 * c + 2]!, 255], 4 * c);
-  return words;
-}
-
-/**
- * The label map in a palette (paletteToWords) as an RGB PNG (what `colorize` + `encodePng` give,
- * classes without a colour black). Only the colouring runs on this thread (0.15-0.2 s for 12
- * megapixels on a busy 2-core machine, where colorize + encodePng took ~0.6 s); the PNG encoding
- * runs in sharp's thread pool.
- */
-async function encodeColorPng(labels: Int32Array, width: number, height: number, words: Uint32Array): Promise<Buffer> {
-  const black = new Uint32Array(new Uint8Array([0, 0, 0, 255]).buffer)[0]!;
-  const rgba = new Uint32Array(width * height);
-  for (let i = 0; i < rgba.length; i++) rgba[i] = words[labels[i]!] ?? black;
-  const sharp = await loadSharp();
-  return sharp(new Uint8Array(rgba.buffer), { raw: { width, height, channels: 4 } })
-    .removeAlpha()
-    .png()
-    .toBuffer();
-}
-
-type PreparedInput = { kind: 'raw'; image: RgbImage; name: string } | { kind: 'encoded'; bytes: Uint8Array; name: string; width: number; height: number };
-
+/** A Segmenter: a config's model behind the inference engine (lib/inference/engine.ts). */
 export class Segmenter {
-  readonly #models: SegmentationModel[];
-  readonly #free: SegmentationModel[];
-  readonly #waiting: Waiter[] = [];
-  readonly #settings: Settings;
-  #admitted = 0;
-  #closed = false;
-  #closing: Promise<void> | undefined;
-  #idleResolvers: Array<() => void> = [];
-  readonly #stats = { completed: 0, failed: 0, rejected: 0 };
+  readonly #engine: InferenceEngine;
+  readonly #cfg: SegtoolConfig;
+  readonly #timeoutMs: number;
 
-  private constructor(models: SegmentationModel[], settings: Settings) {
-    this.#models = models;
-    this.#free = [...models];
-    this.#settings = settings;
+  private constructor(engine: InferenceEngine, cfg: SegtoolConfig, timeoutMs: number) {
+    this.#engine = engine;
+    this.#cfg = cfg;
+    this.#timeoutMs = timeoutMs;
   }
 
-  /** Builds the model(s) off the main thread and loads the weights. */
+  /** Builds the model off the main thread and loads the weights. */
   static async load(options: SegmenterOptions): Promise<Segmenter> {
     expectObject('options', options);
-    const known = new Set(['config', 'overrides', 'weights', 'device', 'threads', 'concurrency', 'maxQueue', 'maxPixels', 'minCoverage', 'classInfo', 'names']);
+    const known = new Set([
+      'config', 'overrides', 'weights', 'device', 'threads', 'concurrency', 'workers', 'maxQueue', 'maxPixels', 'maxComputePixels', 'maxBytes',
+      'timeoutMs', 'minCoverage', 'classInfo', 'names',
+    ]);
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new SegtoolError('ERR_INVALID_ARG', `Unknown Segmenter option "${key}" (expected one of ${[...known].join(', ')})`);
     }
     const device = options.device === undefined ? undefined : checkDevice('options.device', options.device);
-    const concurrency = expectInteger('options.concurrency', options.concurrency ?? 1, 1, 64);
+    const concurrency = expectInteger('options.concurrency', options.concurrency ?? 2, 1, 64);
+    const workers = expectInteger('options.workers', options.workers ?? 1, 1, 64);
     const maxQueue = expectInteger('options.maxQueue', options.maxQueue ?? DEFAULT_MAX_QUEUE, 0, 1_000_000);
-    const maxPixels = expectInteger('options.maxPixels', options.maxPixels ?? DEFAULT_MAX_PIXELS, 1, DECODER_MAX_PIXELS);
+    const limits = {
+      maxPixels: expectInteger('options.maxPixels', options.maxPixels ?? DEFAULT_LIMITS.maxPixels, 1, DECODER_MAX_PIXELS),
+      maxComputePixels: expectInteger('options.maxComputePixels', options.maxComputePixels ?? DEFAULT_LIMITS.maxComputePixels, 1),
+      maxBytes: expectInteger('options.maxBytes', options.maxBytes ?? DEFAULT_LIMITS.maxBytes, 1),
+    };
+    const timeoutMs = expectInteger('options.timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 0);
     const minCoverage = expectNumber('options.minCoverage', options.minCoverage ?? 0.001, 0, 1);
     if (options.names !== undefined && !Array.isArray(options.names)) throw invalid('options.names', 'an array of class names', options.names);
     if (options.classInfo !== undefined && typeof options.classInfo !== 'string' && (typeof options.classInfo !== 'object' || options.classInfo === null)) {
@@ -311,131 +233,69 @@ export class Segmenter {
           ? await readClassInfo(options.classInfo, numClass, { key: 'options.classInfo' })
           : checkClassInfo('options.classInfo', options.classInfo, numClass);
     const classes: ClassInfo = options.names ? { ...resolved, names: Object.freeze([...options.names]) } : resolved;
-    const models: SegmentationModel[] = [];
-    try {
-      for (let i = 0; i < concurrency; i++) models.push(await createModelWithWeights(cfg, files, 'TEST', classes));
-    } catch (error) {
-      for (const model of models) model.dispose();
-      throw error;
-    }
-    return new Segmenter(models, { cfg, maxQueue, maxPixels, minCoverage, classes, paletteWords: paletteToWords(classes.palette) });
+    const model = await createModelWithWeights(cfg, files, 'TEST', classes);
+    const engine = new InferenceEngine({
+      model,
+      classes,
+      imgMaxSize: cfg.DATASET.imgMaxSize,
+      paddingConstant: cfg.DATASET.padding_constant,
+      normalize: cfg.DATASET.normalization,
+      minCoverage,
+      limits,
+      concurrency,
+      maxQueue,
+      workers,
+    });
+    return new Segmenter(engine, cfg, timeoutMs);
   }
 
   /** The resolved config the model was built from. */
   get config(): SegtoolConfig {
-    return this.#settings.cfg;
+    return this.#cfg;
   }
 
   get numClass(): number {
-    return this.#settings.cfg.DATASET.num_class;
+    return this.#cfg.DATASET.num_class;
   }
 
   /** Class names by index (see SegmenterOptions.classInfo; ADE20K's for 150-class models, class_N otherwise). */
   get classNames(): readonly string[] {
-    return this.#settings.classes.names;
+    return this.#engine.settings.classes.names;
   }
 
   /** The class names and colours `classes` and `png` use, and where they came from (`source`). */
   get classInfo(): ClassInfo {
-    const { names, palette, source } = this.#settings.classes;
+    const { names, palette, source } = this.#engine.settings.classes;
     return { names, palette: palette.slice(), source };
   }
 
   get stats(): SegmenterStats {
-    return { active: this.#models.length - this.#free.length, queued: this.#waiting.length, ...this.#stats };
+    return this.#engine.stats;
   }
 
   get closed(): boolean {
-    return this.#closed;
+    return this.#engine.closed;
   }
 
   /**
    * Segments one image. Rejects with ERR_BUSY when `concurrency + maxQueue` requests are
    * already in, ERR_BAD_IMAGE for bytes that are not a supported image, ERR_INVALID_ARG for an
-   * image over maxPixels or a bad option, ERR_NOT_FOUND for a missing file, ERR_ABORTED when
-   * `signal` fires, ERR_DISPOSED after close().
+   * image over maxPixels / maxBytes / maxComputePixels or a bad option, ERR_NOT_FOUND for a
+   * missing file, ERR_ABORTED when `signal` fires or the time limit passes (the native work
+   * stops between scales and rows), ERR_DISPOSED after close().
    */
   async segment<const O extends readonly SegmentOutput[] = readonly ['labels', 'summary']>(
     input: SegmenterInput,
     options: SegmentRequestOptions<O> = {},
   ): Promise<SegmentResultFor<O>> {
-    const start = performance.now();
-    if (this.#closed) throw new SegtoolError('ERR_DISPOSED', 'The Segmenter was closed');
+    if (this.#engine.closed) throw new SegtoolError('ERR_DISPOSED', 'The Segmenter was closed');
     expectObject('options', options, true);
-    const request = this.#resolveRequest(options);
-    const { signal } = request;
-    if (signal?.aborted) throw abortError(signal, 'before it started');
-    const limit = this.#models.length + this.#settings.maxQueue;
-    if (this.#admitted >= limit) {
-      this.#stats.rejected++;
-      throw new SegtoolError(
-        'ERR_BUSY',
-        `The Segmenter's queue is full (${this.#models.length} running, ${this.#waiting.length} waiting, maxQueue ${this.#settings.maxQueue}); try again later`,
-      );
+    const known = new Set(['scales', 'flip', 'outputs', 'signal', 'timeoutMs']);
+    for (const key of Object.keys(options)) {
+      if (!known.has(key)) throw new SegtoolError('ERR_INVALID_ARG', `Unknown segment() option "${key}" (expected one of ${[...known].join(', ')})`);
     }
-    this.#admitted++;
-    let model: SegmentationModel | undefined;
-    try {
-      const prepared = await this.#prepare(input);
-      if (this.#closed) throw new SegtoolError('ERR_DISPOSED', 'The Segmenter was closed');
-      const queuedAt = performance.now();
-      model = await this.#acquire(signal);
-      const decodeAt = performance.now();
-      const image =
-        prepared.kind === 'raw' ? prepared.image : await decodeImage(prepared.bytes, prepared.name, resolveDecodeOptions({ decoder: 'sharp' }));
-      if (signal?.aborted) throw abortError(signal, 'after decoding');
-      const inferAt = performance.now();
-      const segmentOptions: SegmentOptions = {
-        imgSizes: request.scales,
-        imgMaxSize: this.#settings.cfg.DATASET.imgMaxSize,
-        paddingConstant: this.#settings.cfg.DATASET.padding_constant,
-        normalize: this.#settings.cfg.DATASET.normalization,
-        probabilities: request.outputs.has('probabilities'),
-        minCoverage: this.#settings.minCoverage,
-        names: this.#settings.classes.names,
-        ...(request.flip ? { flip: true } : {}),
-      };
-      const out = await segment(model, image, segmentOptions);
-      this.#release(model);
-      model = undefined;
-      if (signal?.aborted) throw abortError(signal, 'after inference');
-      const encodeAt = performance.now();
-      const result: Record<string, unknown> = {
-        width: out.width,
-        height: out.height,
-        numClass: out.numClass,
-        scales: request.scales,
-      };
-      if (request.outputs.has('labels')) {
-        result['labels'] = out.labels;
-        result['confidence'] = out.confidence;
-      }
-      if (request.outputs.has('summary')) result['classes'] = out.classes;
-      if (request.outputs.has('probabilities')) result['probabilities'] = out.probabilities;
-      if (request.outputs.has('png')) result['png'] = await encodeColorPng(out.labels, out.width, out.height, this.#settings.paletteWords);
-      const end = performance.now();
-      result['timings'] = {
-        queuedMs: decodeAt - queuedAt,
-        decodeMs: inferAt - decodeAt,
-        inferenceMs: encodeAt - inferAt,
-        encodeMs: end - encodeAt,
-        totalMs: end - start,
-      } satisfies SegmentTimings;
-      this.#stats.completed++;
-      return result as SegmentResultFor<O>;
-    } catch (error) {
-      this.#stats.failed++;
-      throw error;
-    } finally {
-      if (model) this.#release(model);
-      this.#admitted--;
-      if (this.#admitted === 0) for (const resolve of this.#idleResolvers.splice(0)) resolve();
-    }
-  }
-
-  #resolveRequest(options: SegmentRequestOptions<readonly SegmentOutput[]>) {
     const scales =
-      options.scales === undefined ? [...this.#settings.cfg.DATASET.imgSizes] : expectIntegerList('options.scales', options.scales, 1, 16384);
+      options.scales === undefined ? [...this.#cfg.DATASET.imgSizes] : expectIntegerList('options.scales', options.scales, 1, 16384);
     if (scales.length === 0) throw invalid('options.scales', 'one or more short sides', options.scales);
     const flip = options.flip === undefined ? false : expectBoolean('options.flip', options.flip);
     const list = options.outputs ?? ['labels', 'summary'];
@@ -443,103 +303,25 @@ export class Segmenter {
     const outputs = new Set(list.map((o, i) => expectOneOf(`options.outputs[${i}]`, o, SEGMENT_OUTPUTS)));
     const signal = options.signal;
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', signal);
-    return { scales, flip, outputs, signal };
-  }
-
-  /** Reads a path, checks an encoded image's header (type and size) or raw pixels; nothing is decoded. */
-  async #prepare(input: SegmenterInput): Promise<PreparedInput> {
-    if (typeof input === 'string') {
-      const path = expectString('input', input);
-      return this.#inspect(await readBytes(path, 'image'), path);
+    const timeoutMs = options.timeoutMs === undefined ? this.#timeoutMs : expectInteger('options.timeoutMs', options.timeoutMs, 0);
+    const out = await this.#engine.run(input, { scales, flip, outputs, timeoutMs, ...(signal ? { signal } : {}) });
+    const result: Record<string, unknown> = { width: out.width, height: out.height, numClass: out.numClass, scales: out.scales, timings: out.timings };
+    if (outputs.has('labels')) {
+      result['labels'] = out.labels;
+      result['confidence'] = out.confidence;
     }
-    if (input instanceof ArrayBuffer) return this.#inspect(new Uint8Array(input), 'image bytes');
-    if (input instanceof Uint8Array) return this.#inspect(input, 'image bytes');
-    if (input !== null && typeof input === 'object' && 'data' in input && 'width' in input) {
-      const image = rawToRgb(input);
-      this.#checkPixels(image.width, image.height, 'raw image');
-      return { kind: 'raw', image, name: 'raw image' };
-    }
-    throw invalid('input', 'an image path, a Buffer/Uint8Array of an encoded image, or raw pixels {data, width, height, channels}', input);
-  }
-
-  #checkPixels(width: number, height: number, name: string): void {
-    const pixels = width * height;
-    if (pixels > this.#settings.maxPixels) {
-      throw new SegtoolError(
-        'ERR_INVALID_ARG',
-        `${name} is too large: ${width} x ${height} = ${megapixels(pixels)}, more than maxPixels (${megapixels(this.#settings.maxPixels)})`,
-      );
-    }
-  }
-
-  async #inspect(bytes: Uint8Array, name: string): Promise<PreparedInput> {
-    if (bytes.length === 0) throw new SegtoolError('ERR_BAD_IMAGE', `Cannot decode ${name}: it is empty`);
-    const sharp = await loadSharp();
-    let meta: { format?: string; width?: number; height?: number };
-    try {
-      // Header only; no pixel limit here so that huge images get their size in the message.
-      meta = await sharp(bytes, { limitInputPixels: false }).metadata();
-    } catch (error) {
-      const reason = (error as Error).message.split('\n')[0]!;
-      throw new SegtoolError('ERR_BAD_IMAGE', `Cannot decode ${name}: ${/unsupported image format/i.test(reason) ? 'not a supported image (expected JPEG, PNG, WebP, GIF, TIFF, AVIF or HEIF)' : reason}`, {
-        cause: error,
-      });
-    }
-    const format = meta.format ?? 'unknown';
-    if (!SUPPORTED_FORMATS.includes(format)) {
-      throw new SegtoolError('ERR_BAD_IMAGE', `Cannot decode ${name}: ${format.toUpperCase()} is not a supported image type (expected JPEG, PNG, WebP, GIF, TIFF, AVIF or HEIF)`);
-    }
-    if (!meta.width || !meta.height) throw new SegtoolError('ERR_BAD_IMAGE', `Cannot decode ${name}: its header has no size`);
-    this.#checkPixels(meta.width, meta.height, name);
-    return { kind: 'encoded', bytes, name, width: meta.width, height: meta.height };
-  }
-
-  #acquire(signal: AbortSignal | undefined): Promise<SegmentationModel> {
-    if (signal?.aborted) return Promise.reject(abortError(signal, 'while queued'));
-    const free = this.#free.pop();
-    if (free) return Promise.resolve(free);
-    return new Promise<SegmentationModel>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        signal,
-        onAbort: () => {
-          const index = this.#waiting.indexOf(waiter);
-          if (index >= 0) this.#waiting.splice(index, 1);
-          reject(abortError(signal!, 'while queued'));
-        },
-      };
-      signal?.addEventListener('abort', waiter.onAbort, { once: true });
-      this.#waiting.push(waiter);
-    });
-  }
-
-  #release(model: SegmentationModel): void {
-    const next = this.#waiting.shift();
-    if (next) {
-      next.signal?.removeEventListener('abort', next.onAbort);
-      next.resolve(model);
-    } else {
-      this.#free.push(model);
-    }
+    if (outputs.has('summary')) result['classes'] = out.classes;
+    if (outputs.has('probabilities')) result['probabilities'] = out.probabilities;
+    if (outputs.has('png')) result['png'] = out.png;
+    return result as SegmentResultFor<O>;
   }
 
   /**
    * Stops taking requests (ERR_DISPOSED), rejects the waiting ones, lets the running ones finish,
-   * then disposes the model(s). Safe to call twice.
+   * then frees the model and the workers. Safe to call twice; always resolves.
    */
   close(): Promise<void> {
-    if (this.#closing) return this.#closing;
-    this.#closed = true;
-    for (const waiter of this.#waiting.splice(0)) {
-      waiter.signal?.removeEventListener('abort', waiter.onAbort);
-      waiter.reject(new SegtoolError('ERR_DISPOSED', 'The Segmenter was closed while the request was queued'));
-    }
-    this.#closing = (async () => {
-      if (this.#admitted > 0) await new Promise<void>((resolve) => this.#idleResolvers.push(resolve));
-      for (const model of this.#models) model.dispose();
-    })();
-    return this.#closing;
+    return this.#engine.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -50,27 +50,6 @@ function maxRelativeError(got: Tensor, expected: Tensor): number {
   return worst / (hi - lo || 1);
 }
 
-/** Argmax and max over classes of [B, C, H, W] probabilities: pred (uint8 or int32) and pred_prob. */
-function argmaxOverClasses(probs: Tensor): { pred: Tensor; predProb: Tensor } {
-  const [batch, classes, height, width] = probs.shape as [number, number, number, number];
-  const p = probs.data<'float32'>();
-  const plane = height * width;
-  const pred = classes <= 256 ? new Uint8Array(batch * plane) : new Int32Array(batch * plane);
-  const best = new Float32Array(batch * plane).fill(-Infinity);
-  for (let b = 0; b < batch; b++) {
-    for (let c = 0; c < classes; c++) {
-      const offset = (b * classes + c) * plane;
-      for (let i = 0; i < plane; i++) {
-        const v = p[offset + i]!;
-        if (v > best[b * plane + i]!) {
-          best[b * plane + i] = v;
-          pred[b * plane + i] = c;
-        }
-      }
-    }
-  }
-  return { pred: Tensor.from(pred, [batch, height, width]), predProb: Tensor.from(best, [batch, height, width]) };
-}
 
 export async function runForward(options: ForwardOptions): Promise<ForwardReport> {
   const { tensors, metadata } = await loadSafetensors(options.input);
@@ -114,11 +93,15 @@ export async function runForward(options: ForwardOptions): Promise<ForwardReport
       outputs.set('logprob', logprob);
       if (logprobDeepsup) outputs.set('logprob_deepsup', logprobDeepsup);
       if (options.segSize) {
-        const probs = await model.predict(input, { segSize: options.segSize });
-        const { pred, predProb } = argmaxOverClasses(probs);
-        probs.dispose();
-        outputs.set('pred', pred);
-        outputs.set('pred_prob', predProb);
+        // The one argmax (native, row by row); pred is uint8 up to 256 classes, as before.
+        const { labels, confidence } = await model.predictClasses([input], { segSize: options.segSize });
+        if (model.numClass <= 256) {
+          outputs.set('pred', Tensor.from(Uint8Array.from(labels.data<'int32'>()), labels.shape, 'uint8'));
+          labels.dispose();
+        } else {
+          outputs.set('pred', labels);
+        }
+        outputs.set('pred_prob', confidence!);
       }
       const seconds = (performance.now() - started) / 1000;
       const report: ForwardReport = { encoder, decoder, shape: logprob.shape, seconds };

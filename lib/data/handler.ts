@@ -3,7 +3,19 @@
  * in-process mode (workers: 0), so both produce the same batches for the same stream.
  */
 import type { SampleRecord } from './list.js';
-import { loadEvalSample, loadTrainBatch, type BadSample, type EvalSample, type EvalSettings, type TrainBatch, type TrainSettings } from './pipeline.js';
+import {
+  loadEvalSample,
+  loadTrainBatch,
+  prepareImage,
+  type BadSample,
+  type EvalSample,
+  type EvalSettings,
+  type PreparedImage,
+  type PrepareSettings,
+  type PrepareSource,
+  type TrainBatch,
+  type TrainSettings,
+} from './pipeline.js';
 import { Rng } from './prng.js';
 import { TrainSampler } from './sampler.js';
 
@@ -19,11 +31,16 @@ export type WorkerInit =
       rank: number;
       worker: number;
     }
-  | { kind: 'eval'; records: SampleRecord[]; settings: EvalSettings };
+  | { kind: 'eval'; records: SampleRecord[]; settings: EvalSettings }
+  /** Any image, any settings per request: the inference engine's prepare stage. */
+  | { kind: 'prepare' };
 
-export type WorkerRequest = { type: 'train' } | { type: 'eval'; index: number };
+export type WorkerRequest =
+  | { type: 'train' }
+  | { type: 'eval'; index: number }
+  | { type: 'prepare'; source: PrepareSource; settings: PrepareSettings };
 
-export type WorkerResult = TrainBatch | { sample: EvalSample } | { bad: BadSample };
+export type WorkerResult = TrainBatch | { sample: EvalSample } | { bad: BadSample } | { prepared: PreparedImage };
 
 export type Handler = (request: WorkerRequest) => Promise<WorkerResult>;
 
@@ -41,6 +58,12 @@ export function createHandler(init: WorkerInit): Handler {
       if (request.type !== 'train') return Promise.reject(new Error(`train worker got a ${request.type} request`));
       // The plan is drawn when the request arrives, so results follow request order.
       return loadTrainBatch(sampler.next(), records, settings);
+    };
+  }
+  if (init.kind === 'prepare') {
+    return async (request) => {
+      if (request.type !== 'prepare') throw new Error(`prepare worker got a ${request.type} request`);
+      return { prepared: await prepareImage(request.source, request.settings) };
     };
   }
   const { records, settings } = init;

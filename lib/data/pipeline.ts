@@ -250,6 +250,20 @@ export async function loadTrainBatch(plan: TrainPlan, records: readonly SampleRe
   };
 }
 
+/**
+ * The network inputs of an image at every test scale: PIL-exact bilinear resize to each of
+ * the geometry's sizes, then normalisation, one [1, 3, h, w] input per scale. The one
+ * implementation the evaluation loader and the inference engine's prepare stage share.
+ */
+export function scaleInputs(rgb: RgbImage, geometry: ResolvedValGeometry, normalize: NormalizePreset): ImageBatch[] {
+  return valTargetSizesResolved(rgb, geometry).map(([tw, th]): ImageBatch => {
+    const resized = resizeBilinear(rgb.data, rgb.width, rgb.height, 3, tw, th);
+    const data = new Float32Array(3 * tw * th);
+    normalizeInto(data, 0, tw, th, resized, tw, th, normalize);
+    return { data, shape: [1, 3, th, tw] };
+  });
+}
+
 /** Loads one validation/test sample; with onBadSample 'skip' a bad one yields `{ bad }`. */
 export async function loadEvalSample(
   index: number,
@@ -264,12 +278,7 @@ export async function loadEvalSample(
     throw error;
   }
   const { image: rgb, label: map } = loaded;
-  const images = valTargetSizesResolved(rgb, settings.geometry).map(([tw, th]): ImageBatch => {
-    const resized = resizeBilinear(rgb.data, rgb.width, rgb.height, 3, tw, th);
-    const data = new Float32Array(3 * tw * th);
-    normalizeInto(data, 0, tw, th, resized, tw, th, settings.normalize);
-    return { data, shape: [1, 3, th, tw] };
-  });
+  const images = scaleInputs(rgb, settings.geometry, settings.normalize);
   const sample: EvalSample = { index, images, width: rgb.width, height: rgb.height, path: record.image };
   if (record.source !== undefined) sample.source = record.source;
   if (map) {
@@ -282,8 +291,62 @@ export async function loadEvalSample(
   return { sample };
 }
 
+/** An image to prepare for inference: encoded bytes, a file, or raw 8-bit pixels. */
+export type PrepareSource =
+  | { kind: 'bytes'; bytes: Uint8Array; name: string }
+  | { kind: 'path'; path: string }
+  | { kind: 'raw'; data: Uint8Array; width: number; height: number; channels: 1 | 3 | 4; name: string };
+
+export interface PrepareSettings {
+  geometry: ResolvedValGeometry;
+  normalize: NormalizePreset;
+  decode: ResolvedDecodeOptions;
+  /** Return the decoded RGB image too (for panels). */
+  keepOriginal: boolean;
+}
+
+/** An image ready for the network: one normalised input per scale, and its size. */
+export interface PreparedImage {
+  images: ImageBatch[];
+  width: number;
+  height: number;
+  original?: RgbImage;
+}
+
+/** RGB from raw gray, RGB or RGBA pixels (alpha dropped). */
+function rawToRgb(source: Extract<PrepareSource, { kind: 'raw' }>): RgbImage {
+  const { data: src, width, height, channels: c } = source;
+  if (c === 3) return { data: src, width, height };
+  const n = width * height;
+  const rgb = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) {
+    const s = i * c;
+    rgb[i * 3] = src[s]!;
+    rgb[i * 3 + 1] = src[c === 1 ? s : s + 1]!;
+    rgb[i * 3 + 2] = src[c === 1 ? s : s + 2]!;
+  }
+  return { data: rgb, width, height };
+}
+
+/**
+ * The prepare stage of inference (run in a data worker): decode, then the evaluation
+ * loader's own resize and normalisation at every scale (scaleInputs).
+ */
+export async function prepareImage(source: PrepareSource, settings: PrepareSettings): Promise<PreparedImage> {
+  const rgb =
+    source.kind === 'raw'
+      ? rawToRgb(source)
+      : source.kind === 'path'
+        ? await decodeImage(await readBytes(source.path, 'image'), source.path, settings.decode)
+        : await decodeImage(source.bytes, source.name, settings.decode);
+  const prepared: PreparedImage = { images: scaleInputs(rgb, settings.geometry, settings.normalize), width: rgb.width, height: rgb.height };
+  // A copy: decoder output may live in memory that cannot be transferred between threads.
+  if (settings.keepOriginal) prepared.original = { data: rgb.data.slice(), width: rgb.width, height: rgb.height };
+  return prepared;
+}
+
 /** The buffers of a result, for postMessage's transfer list. */
-export function transferables(value: TrainBatch | EvalSample): ArrayBuffer[] {
+export function transferables(value: TrainBatch | EvalSample | PreparedImage): ArrayBuffer[] {
   const buffers = new Set<ArrayBuffer>();
   const add = (a: ArrayBufferView): void => {
     if (a.buffer instanceof ArrayBuffer && a.byteOffset === 0 && a.byteLength === a.buffer.byteLength) buffers.add(a.buffer);
@@ -293,7 +356,7 @@ export function transferables(value: TrainBatch | EvalSample): ArrayBuffer[] {
     add(value.label.data);
   } else {
     for (const img of value.images) add(img.data);
-    if (value.label) add(value.label.data);
+    if ('label' in value && value.label) add(value.label.data);
     if (value.original) add(value.original.data);
   }
   return [...buffers];

@@ -13,7 +13,7 @@ port.on('message', (message: { id: number; request: WorkerRequest }) => {
   queue = queue.then(async () => {
     try {
       const value = await handle(message.request);
-      const payload = 'sample' in value ? value.sample : 'bad' in value ? undefined : value;
+      const payload = 'sample' in value ? value.sample : 'prepared' in value ? value.prepared : 'bad' in value ? undefined : value;
       port.postMessage({ id: message.id, ok: true, value }, payload ? transferables(payload) : []);
     } catch (error) {
       const e = error as Error;

@@ -19,7 +19,7 @@ import { setNumThreads } from '../tensor.js';
 import { readSampleList, resolveConfigInput, type ConfigInput } from '../train/common.js';
 import { writeJsonAtomic } from '../io/files.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
-import { predictMultiScale } from './inference.js';
+import { predictMultiScale } from '../inference/infer.js';
 import { MetricsAccumulator } from './metrics.js';
 import { encodePng } from './png.js';
 import { visualizationPanel } from './visualize.js';

@@ -3,7 +3,7 @@
  * prediction, as the reference's visualize_result), the classes a prediction covers, and the
  * label map as an annotation-style PNG.
  */
-import { defaultClassName } from '../classes.js';
+import { coverageFromCounts, type ClassCoverage } from '../inference/infer.js';
 import { SegtoolError } from '../errors.js';
 import { describe, expectInteger, expectNumber, invalid } from '../validate.js';
 import type { ClassIndexArray } from './metrics.js';
@@ -104,13 +104,7 @@ export function visualizationPanel(input: VisualizationInput, options: PanelOpti
   return composePanels(panels, options);
 }
 
-export interface ClassCoverage {
-  classIndex: number;
-  name: string;
-  pixels: number;
-  /** Fraction of all pixels, 0..1. */
-  ratio: number;
-}
+export type { ClassCoverage };
 
 export interface CoverageOptions {
   /** Classes covering at most this fraction are left out; default 0.001 (the reference's 0.1%). */
@@ -127,22 +121,18 @@ export function classCoverage(labelMap: ClassIndexArray, options: CoverageOption
     throw invalid('labelMap', 'a typed array of class indices', labelMap);
   }
   const labels = labelMap instanceof BigInt64Array ? Float64Array.from(labelMap, Number) : (labelMap as ArrayLike<number>);
-  // A dense count array for the usual small class indices (a Map per pixel cost ~0.5 s on a
-  // 12-megapixel image); anything else (negative = unlabeled, huge, fractional) in a Map.
-  const dense = new Float64Array(65536);
-  const counts = new Map<number, number>();
+  // Class indices from 0 to 65535 are counted (a Map per pixel cost ~0.5 s on a 12-megapixel
+  // image); anything else (negative = unlabeled, huge, fractional) counts in the total only.
+  const counts = new Float64Array(65536);
+  let top = -1;
   for (let i = 0; i < labels.length; i++) {
     const c = labels[i]!;
-    if (c >= 0 && c < 65536 && (c | 0) === c) dense[c]!++;
-    else counts.set(c, (counts.get(c) ?? 0) + 1);
+    if (c >= 0 && c < 65536 && (c | 0) === c) {
+      counts[c]!++;
+      if (c > top) top = c;
+    }
   }
-  for (let c = 0; c < dense.length; c++) if (dense[c]! > 0) counts.set(c, dense[c]!);
-  const total = labels.length;
-  return [...counts]
-    .filter(([c]) => c >= 0)
-    .map(([classIndex, pixels]) => ({ classIndex, name: names[classIndex] ?? defaultClassName(classIndex), pixels, ratio: pixels / total }))
-    .filter((c) => c.ratio > minRatio)
-    .sort((a, b) => b.pixels - a.pixels || a.classIndex - b.classIndex);
+  return coverageFromCounts(counts.subarray(0, top + 1), names, minRatio, labels.length);
 }
 
 /**

@@ -7,6 +7,7 @@
 #include "binding/state.h"
 #include "dist/communicator.h"
 #include "io/named_tensors.h"
+#include "nn/cancel.h"
 #include "nn/runtime.h"
 
 namespace segtool::binding {
@@ -31,6 +32,8 @@ Failure capture_current_exception() {
     // The job failed (a rank exited or hung, the rendezvous failed), wherever it surfaced:
     // a collective call, or a SyncBN layer or gradient all-reduce inside a model's step.
     return {"ERR_DISTRIBUTED", e.what()};
+  } catch (const nn::Cancelled& e) {
+    return {"ERR_ABORTED", e.what()};
   } catch (const nn::DeviceError& e) {
     return {"ERR_DEVICE", e.what()};
   } catch (const io::FormatError& e) {

@@ -13,7 +13,9 @@
 #include "binding/state.h"
 #include "binding/tensor.h"
 #include "nn/arch.h"
+#include "nn/cancel.h"
 #include "nn/model.h"
+#include "nn/predict.h"
 #include "nn/procedural.h"
 
 namespace segtool::binding {
@@ -32,6 +34,12 @@ using CorePtr = std::shared_ptr<ModelCore>;
 double number_or(Napi::Object o, const char* key, double fallback) {
   Napi::Value v = o.Get(key);
   return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+
+// A cancel token made by createCancelToken(), or none.
+nn::CancelFlag cancel_flag_of(Napi::Value value) {
+  if (!value.IsExternal()) return nullptr;
+  return *value.As<Napi::External<nn::CancelFlag>>().Data();
 }
 
 Napi::Array strings_to_js(Napi::Env env, const std::vector<std::string>& list) {
@@ -276,13 +284,21 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     nn::PredictOptions options;
     options.confidence = !o.Get("confidence").IsBoolean() || o.Get("confidence").ToBoolean();
     options.probabilities = o.Get("probabilities").ToBoolean();
+    options.counts = o.Get("counts").ToBoolean();
+    nn::CancelFlag cancel = cancel_flag_of(o.Get("cancel"));  // kept alive by the work
     return run<nn::Prediction>(
-        env, [inputs, h, w, flip, options](nn::SegmentationModel& m) { return m.predict(inputs, h, w, flip, options); },
+        env,
+        [inputs, h, w, flip, options, cancel](nn::SegmentationModel& m) {
+          nn::PredictOptions with_flag = options;
+          with_flag.cancel = cancel.get();
+          return m.predict(inputs, h, w, flip, with_flag);
+        },
         [](Napi::Env env, nn::Prediction& p) -> Napi::Value {
           Napi::Object out = Napi::Object::New(env);
           out.Set("labels", TensorHandle::wrap(env, p.pred));
           if (p.prob.defined()) out.Set("confidence", TensorHandle::wrap(env, p.prob));
           if (p.probabilities.defined()) out.Set("probabilities", TensorHandle::wrap(env, p.probabilities));
+          if (p.counts.defined()) out.Set("counts", TensorHandle::wrap(env, p.counts));
           return out;
         });
   }
@@ -431,6 +447,29 @@ Napi::Value create_model(const Napi::CallbackInfo& info) {
       [](Napi::Env env, CorePtr& core) -> Napi::Value {
         return AddonState::get(env)->model_class.New({Napi::External<CorePtr>::New(env, &core)});
       });
+}
+
+// createCancelToken() -> an opaque token; pass it as `cancel` to predict, set it with cancelToken().
+Napi::Value create_cancel_token(const Napi::CallbackInfo& info) {
+  auto* flag = new nn::CancelFlag(std::make_shared<std::atomic<bool>>(false));
+  return Napi::External<nn::CancelFlag>::New(info.Env(), flag, [](Napi::Env, nn::CancelFlag* f) { delete f; });
+}
+
+// cancelToken(token): work using it stops at its next check (between scales, bands and rows).
+Napi::Value cancel_token(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal()) throw_error(info.Env(), "ERR_INVALID_ARG", "cancelToken: expected a token from createCancelToken()");
+  (*info[0].As<Napi::External<nn::CancelFlag>>().Data())->store(true);
+  return info.Env().Undefined();
+}
+
+// colorizeLabels(labels int32 [H, W], palette uint8 [C, 3]) -> Promise<uint8 [H, W, 3]>, on the compute thread.
+Napi::Value colorize_labels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  at::Tensor labels = TensorHandle::unwrap(info[0], "labels");
+  at::Tensor palette = TensorHandle::unwrap(info[1], "palette");
+  return run_async<at::Tensor>(
+      env, [labels, palette] { return nn::colorize_labels(labels, palette); },
+      [](Napi::Env env, at::Tensor& rgb) -> Napi::Value { return TensorHandle::wrap(env, rgb); });
 }
 
 // architectures() -> {encoders, decoders, defaultFcDim: {encoder: n}}

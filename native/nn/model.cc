@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "dist/communicator.h"
+#include "nn/cancel.h"
 #include "nn/decoders.h"
 #include "nn/encoders.h"
 #include "nn/predict.h"
@@ -196,10 +197,16 @@ Prediction SegmentationModel::predict(const std::vector<at::Tensor>& inputs, int
   c10::InferenceMode inference;
   std::vector<at::Tensor> logits;
   for (const auto& input : inputs) {
+    throw_if_cancelled(options.cancel);
     logits.push_back(forward_logits(input));
-    if (flip) logits.push_back(forward_logits(input.flip({3})).flip({3}));
+    if (flip) {
+      throw_if_cancelled(options.cancel);
+      logits.push_back(forward_logits(input.flip({3})).flip({3}));
+    }
   }
-  return predict_from_logits(logits, out_h, out_w, options);
+  Prediction p = predict_from_logits(logits, out_h, out_w, options);
+  if (options.counts) p.counts = class_counts(p.pred, logits[0].size(1));
+  return p;
 }
 
 double pixel_accuracy(const at::Tensor& logprob, const at::Tensor& label) {

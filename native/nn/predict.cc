@@ -1,5 +1,9 @@
 #include "nn/predict.h"
 
+#include <ATen/Parallel.h>
+
+#include "nn/cancel.h"
+
 #include "ops/cpu/class_prediction.h"
 
 #include <ATen/ops/empty.h>
@@ -64,6 +68,7 @@ Prediction predict_in_bands(const std::vector<at::Tensor>& logits, int64_t out_h
     row_weights.push_back(ops::cpu::bilinear_axis_weights(l.size(2), out_h));
   }
   for (int64_t y0 = 0; y0 < out_h; y0 += rows) {
+    throw_if_cancelled(options.cancel);
     const int64_t y1 = std::min(out_h, y0 + rows);
     at::Tensor scores;
     for (size_t s = 0; s < scales.size(); ++s) {
@@ -112,9 +117,51 @@ Prediction predict_from_logits(const std::vector<at::Tensor>& logits, int64_t ou
     out.labels = p.pred.data_ptr<int32_t>() + b * plane;
     if (options.confidence) out.confidence = p.prob.data_ptr<float>() + b * plane;
     if (options.probabilities) out.probabilities = p.probabilities.data_ptr<float>() + b * classes * plane;
+    out.cancel = options.cancel;
     ops::cpu::predict_classes(scales, classes, out_h, out_w, out);
+    throw_if_cancelled(options.cancel);  // rows were skipped: the outputs are incomplete
   }
   return p;
+}
+
+at::Tensor class_counts(const at::Tensor& labels_in, int64_t num_class) {
+  c10::InferenceMode inference;
+  const at::Tensor labels = labels_in.to(at::kCPU).to(at::kInt).contiguous();
+  const int64_t batch = labels.size(0), plane = labels.numel() / std::max<int64_t>(1, batch);
+  at::Tensor counts = at::zeros({batch, num_class}, at::TensorOptions().dtype(at::kLong));
+  const int32_t* src = labels.data_ptr<int32_t>();
+  int64_t* dst = counts.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const int32_t* l = src + b * plane;
+    int64_t* c = dst + b * num_class;
+    for (int64_t i = 0; i < plane; ++i)
+      if (l[i] >= 0 && l[i] < num_class) ++c[l[i]];
+  }
+  return counts;
+}
+
+at::Tensor colorize_labels(const at::Tensor& labels_in, const at::Tensor& palette_in) {
+  c10::InferenceMode inference;
+  if (labels_in.dim() != 2 && !(labels_in.dim() == 3 && labels_in.size(0) == 1))
+    throw std::invalid_argument("colorize: labels must be H x W (or 1 x H x W)");
+  if (palette_in.dim() != 2 || palette_in.size(1) != 3) throw std::invalid_argument("colorize: the palette must be C x 3");
+  const at::Tensor labels = labels_in.reshape({labels_in.size(-2), labels_in.size(-1)}).to(at::kCPU).to(at::kInt).contiguous();
+  const at::Tensor palette = palette_in.to(at::kCPU).to(at::kByte).contiguous();
+  const int64_t h = labels.size(0), w = labels.size(1), colors = palette.size(0);
+  at::Tensor rgb = at::empty({h, w, 3}, at::TensorOptions().dtype(at::kByte));
+  const int32_t* src = labels.data_ptr<int32_t>();
+  const uint8_t* pal = palette.data_ptr<uint8_t>();
+  uint8_t* dst = rgb.data_ptr<uint8_t>();
+  at::parallel_for(0, h, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin * w; i < end * w; ++i) {
+      const int32_t c = src[i];
+      const bool known = c >= 0 && c < colors;
+      dst[3 * i] = known ? pal[3 * c] : 0;
+      dst[3 * i + 1] = known ? pal[3 * c + 1] : 0;
+      dst[3 * i + 2] = known ? pal[3 * c + 2] : 0;
+    }
+  });
+  return rgb;
 }
 
 }  // namespace segtool::nn

@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -15,13 +16,24 @@ struct PredictOptions {
   bool probabilities = false;  // every class's averaged probability (B x C x H x W)
   // Non-CPU tensors: rows per band such that B x C x rows x out_w stays under this (16 MiB).
   int64_t band_elements = int64_t(1) << 22;
+  bool counts = false;  // pixels per class (B x C int64), for coverage summaries
+  // Checked between scales, bands and rows: set, the prediction stops with nn::Cancelled.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct Prediction {
   at::Tensor pred;           // int32 B x H x W: argmax over classes of the averaged probabilities
   at::Tensor prob;           // float32 B x H x W: that maximum probability (if asked)
   at::Tensor probabilities;  // float32 B x C x H x W (if asked)
+  at::Tensor counts;         // int64 B x C: pixels predicted as each class (if asked)
 };
+
+// Pixels per class of int32 B x H x W labels in [0, num_class): int64 B x num_class.
+at::Tensor class_counts(const at::Tensor& labels, int64_t num_class);
+
+// RGB colours of int32 H x W labels: uint8 H x W x 3 from a uint8 C x 3 palette; labels outside
+// the palette are black. Parallel over rows.
+at::Tensor colorize_labels(const at::Tensor& labels, const at::Tensor& palette);
 
 // `logits`: one B x C x h_i x w_i tensor per scale (any h_i, w_i; same B and C). The
 // probabilities of each scale (softmax of its logits upsampled to out_h x out_w) are averaged

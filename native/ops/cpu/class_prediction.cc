@@ -182,6 +182,7 @@ void predict_classes(const std::vector<ClassLogits>& scales, int64_t num_class, 
     std::vector<float> best(out_w), sum(out_w), inv(out_w);
     std::vector<int32_t> label(out_w);
     for (int64_t y = begin; y < end; ++y) {
+      if (out.cancel && out.cancel->load(std::memory_order_relaxed)) return;
       if (single) {
         rows[0].row(y, scores.data());
         row_max(scores.data(), num_class, out_w, best.data(), out.labels + y * out_w);

@@ -4,6 +4,7 @@
 // scores exist at a time (per thread), never num_class x H x W: the reference needs 13.41 GiB
 // for one large photo (its issue #229) and spends most of a small model's time there.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -26,6 +27,9 @@ struct ClassPredictionOutputs {
   int32_t* labels = nullptr;         // out_h x out_w: argmax (first on ties); required
   float* confidence = nullptr;       // out_h x out_w: its averaged probability; optional
   float* probabilities = nullptr;    // num_class x out_h x out_w averaged probabilities; optional
+  // Set from another thread to stop between rows (the rows left are not computed; the caller
+  // checks the flag afterwards and discards the outputs).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 // Every scale's probabilities count 1/scales.size() (the reference's `scores += p / n`).

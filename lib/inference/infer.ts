@@ -1,0 +1,215 @@
+/**
+ * The infer and outputs stages of inference: the image at every scale through the model on the
+ * compute thread (each scale's probabilities upsampled to the image size, averaged, argmax, as
+ * the reference's multi-scale testing), cancellable between scales and output rows; then what a
+ * caller asked for, built without copying or looping over pixels on the main thread: labels,
+ * confidence and probabilities are views of the native results, class coverage comes from
+ * native per-class counts, and the colour PNG is coloured natively and encoded by sharp.
+ */
+import type { ClassInfo } from '../classes.js';
+import { defaultClassName } from '../classes.js';
+import { loadSharp } from '../data/decode.js';
+import { SegtoolError } from '../errors.js';
+import type { SegmentationModel, TensorLike } from '../model.js';
+import { loadNative, type NativeCancelToken } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { expectInteger, invalid } from '../validate.js';
+
+export interface MultiScaleOptions {
+  /** Also average each scale mirrored left-right (test-time augmentation; not in the reference). */
+  flip?: boolean;
+  /** Keep the averaged probabilities of every class (one [numClass, height, width] buffer). */
+  probabilities?: boolean;
+  /** Count the pixels of each class (for coverage summaries). */
+  counts?: boolean;
+  /** Stops the work between scales and output rows (ERR_ABORTED). */
+  signal?: AbortSignal;
+  /** Stops the work after this many milliseconds (ERR_ABORTED naming the limit); 0 or absent: no limit. */
+  timeoutMs?: number;
+}
+
+export interface MultiScaleOutput {
+  numClass: number;
+  width: number;
+  height: number;
+  /** Most probable class per pixel (the first one on ties, as torch.max), row-major. */
+  labels: Int32Array;
+  /** Its averaged probability. */
+  confidence: Float32Array;
+  /** Averaged class probabilities, [numClass, height, width] row-major, when asked for. */
+  probabilities?: Float32Array;
+  /** Pixels per class, when asked for. */
+  counts?: BigInt64Array;
+}
+
+function abortMessage(signal: AbortSignal): string {
+  const reason = signal.reason instanceof Error ? signal.reason.message : signal.reason === undefined ? '' : String(signal.reason);
+  return `The segmentation was aborted${reason ? `: ${reason}` : ''}`;
+}
+
+/** The native result of inferClasses; the caller disposes the tensors. */
+export interface NativeClassPrediction {
+  /** int32 [1, height, width]. */
+  labels: Tensor;
+  /** float32 [1, height, width]. */
+  confidence: Tensor;
+  /** float32 [1, numClass, height, width], when asked for. */
+  probabilities?: Tensor;
+  /** int64 [1, numClass], when asked for. */
+  counts?: Tensor;
+}
+
+/**
+ * Averages the model's probabilities over `inputs` (one [1, 3, h, w] input per scale) at
+ * `height` x `width` and takes the most probable class, natively and row by row
+ * (SegmentationModel.predictClasses): only with `probabilities` does a full-size
+ * [numClass, height, width] buffer exist. An AbortSignal or a time limit stops the native work
+ * between scales and rows.
+ */
+export async function inferClasses(
+  model: SegmentationModel,
+  inputs: readonly TensorLike[],
+  height: number,
+  width: number,
+  options: MultiScaleOptions = {},
+): Promise<NativeClassPrediction> {
+  if (!Array.isArray(inputs) || inputs.length === 0) throw invalid('inputs', 'a non-empty array of [1, 3, H, W] inputs', inputs);
+  expectInteger('height', height, 1);
+  expectInteger('width', width, 1);
+  for (const input of inputs) {
+    if (input.shape[0] !== 1) {
+      throw new SegtoolError('ERR_INVALID_ARG', `Expected one image per input ([1, 3, H, W]) but received [${input.shape.join(', ')}]`);
+    }
+  }
+  const timeoutMs = options.timeoutMs === undefined ? 0 : expectInteger('timeoutMs', options.timeoutMs, 0);
+  const { signal } = options;
+  if (signal?.aborted) throw new SegtoolError('ERR_ABORTED', abortMessage(signal));
+  const addon = await loadNative();
+  let cancel: NativeCancelToken | undefined;
+  let timedOut = false;
+  let timer: NodeJS.Timeout | undefined;
+  const onAbort = (): void => addon.cancelToken(cancel!);
+  if (signal || timeoutMs > 0) {
+    cancel = addon.createCancelToken();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (timeoutMs > 0) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        addon.cancelToken(cancel!);
+      }, timeoutMs);
+    }
+  }
+  try {
+    const out = await model.predictClasses(inputs, {
+      segSize: [height, width],
+      flip: options.flip ?? false,
+      confidence: true,
+      probabilities: options.probabilities ?? false,
+      counts: options.counts ?? false,
+      ...(cancel ? { cancel } : {}),
+    });
+    return { ...out, confidence: out.confidence! };
+  } catch (error) {
+    if (error instanceof SegtoolError && error.code === 'ERR_ABORTED') {
+      const message = timedOut
+        ? `The segmentation took longer than its time limit (${timeoutMs} ms) and was stopped`
+        : signal?.aborted
+          ? abortMessage(signal)
+          : error.message;
+      throw new SegtoolError('ERR_ABORTED', message, { cause: error });
+    }
+    throw error;
+  } finally {
+    if (timer) clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Views of a native prediction (each keeps its storage alive until collected); disposes the handles. */
+export function predictionViews(out: NativeClassPrediction, numClass: number, height: number, width: number): MultiScaleOutput {
+  try {
+    return {
+      numClass,
+      width,
+      height,
+      labels: out.labels.data<'int32'>(),
+      confidence: out.confidence.data<'float32'>(),
+      ...(out.probabilities ? { probabilities: out.probabilities.data<'float32'>() } : {}),
+      ...(out.counts ? { counts: out.counts.data<'int64'>() } : {}),
+    };
+  } finally {
+    out.labels.dispose();
+    out.confidence.dispose();
+    out.probabilities?.dispose();
+    out.counts?.dispose();
+  }
+}
+
+/**
+ * inferClasses, as typed arrays: views of native memory (nothing is copied on this thread),
+ * freed when they are garbage-collected.
+ */
+export async function predictMultiScale(
+  model: SegmentationModel,
+  inputs: readonly TensorLike[],
+  height: number,
+  width: number,
+  options: MultiScaleOptions = {},
+): Promise<MultiScaleOutput> {
+  return predictionViews(await inferClasses(model, inputs, height, width, options), model.numClass, height, width);
+}
+
+/** A class found in an image. */
+export interface ClassCoverage {
+  classIndex: number;
+  name: string;
+  pixels: number;
+  /** Fraction of the image. */
+  ratio: number;
+}
+
+/**
+ * Classes covering more than `minRatio` of the image, by decreasing area, from per-class pixel
+ * counts (index = class). `total`: the image's pixels (default the sum of the counts).
+ */
+export function coverageFromCounts(
+  counts: ArrayLike<number | bigint>,
+  names: readonly string[],
+  minRatio: number,
+  total?: number,
+): ClassCoverage[] {
+  let sum = 0;
+  for (let c = 0; c < counts.length; c++) sum += Number(counts[c]!);
+  const all = total ?? sum;
+  const out: ClassCoverage[] = [];
+  for (let classIndex = 0; classIndex < counts.length; classIndex++) {
+    const pixels = Number(counts[classIndex]!);
+    if (pixels === 0 || pixels / all <= minRatio) continue;
+    out.push({ classIndex, name: names[classIndex] ?? defaultClassName(classIndex), pixels, ratio: pixels / all });
+  }
+  return out.sort((a, b) => b.pixels - a.pixels || a.classIndex - b.classIndex);
+}
+
+/**
+ * The label map (int32 [1, H, W] or [H, W] tensor) in the classes' palette as an RGB PNG
+ * (classes without a colour black): coloured on the compute thread, encoded in sharp's thread
+ * pool; nothing per pixel on this thread.
+ */
+export async function encodeColorPng(labels: Tensor, classes: ClassInfo): Promise<Buffer> {
+  const [height, width] = labels.shape.slice(-2) as [number, number];
+  if (labels.shape.length < 2 || labels.size !== width * height) throw invalid('labels', 'an [H, W] or [1, H, W] label tensor', labels.shape);
+  const addon = await loadNative();
+  const palette = Tensor.from(Uint8Array.from(classes.palette), [classes.palette.length / 3, 3], 'uint8');
+  let rgb: Tensor;
+  try {
+    rgb = new Tensor(await addon.colorizeLabels(labels.handle, palette.handle));
+  } finally {
+    palette.dispose();
+  }
+  try {
+    const sharp = await loadSharp();
+    return await sharp(rgb.data<'uint8'>(), { raw: { width, height, channels: 3 } }).png().toBuffer();
+  } finally {
+    rgb.dispose();
+  }
+}
