@@ -95,14 +95,17 @@ function checkOptions(options: OnnxExportOptions, numClass: number) {
  * Writes `model` (in eval mode: BatchNorm running statistics, folded into the convolutions;
  * no dropout; no deep-supervision head) to `path` as ONNX. The metadata_props hold the
  * architecture, class names and palette, the input normalisation and the test scales.
- * ERR_BUSY when the model has calls in flight as the export starts; ERR_EXPORT when the
- * architecture cannot be described.
+ * ERR_BUSY when the model has calls in flight as the export starts, ERR_DEVICE when it is not
+ * on the CPU, ERR_EXPORT when the architecture cannot be described.
  */
 export async function exportOnnx(model: SegmentationModel, path: string, options: OnnxExportOptions = {}): Promise<OnnxExportReport> {
   if (!(model instanceof SegmentationModel)) throw invalid('model', 'a SegmentationModel', model);
   const target = resolve(expectString('path', path));
   if (path.length === 0) throw invalid('path', 'a file name', path);
   const info = model.info;
+  if (info.device !== 'cpu') {
+    throw new SegtoolError('ERR_DEVICE', `exportOnnx reads the weights of a CPU model but this one is on ${info.device}: await model.to('cpu') first`);
+  }
   const o = checkOptions(options, info.numClass);
   const started = performance.now();
   const spec = NORMALIZE_SPECS[o.normalization];
