@@ -5,7 +5,8 @@
 // batch, opsets, every encoder and decoder name has an export, and errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
@@ -294,4 +295,38 @@ test('exportOnnx validates its arguments', async () => {
     model.dispose();
     rmSync(path, { force: true });
   }
+});
+
+test('segtool export: config + encoder/decoder files -> an ONNX model of those weights', async () => {
+  const path = join(out, 'cli.onnx');
+  const weights = ['--weights-encoder', 'test/fixtures/checkpoints/legacy-cuda/encoder_epoch_20.pth', '--weights-decoder', 'test/fixtures/checkpoints/legacy-cuda/decoder_epoch_20.pth'];
+  const cli = (args) => spawnSync(process.execPath, ['bin/segtool', 'export', ...args], { encoding: 'utf8' });
+  const r = cli(['--cfg', 'mobilenetv2dilated-c1_deepsup', ...weights, '--onnx', path, '--full-size', '--opset', '18', '--threads', '1', 'DATASET.imgSizes', '[320]']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /mobilenetv2dilated \+ c1_deepsup \(150 classes\) -> .*cli\.onnx \(.* MiB, opset 18, \d+ nodes\)/);
+  const proto = onnx.ModelProto.decode(readFileSync(path));
+  const meta = Object.fromEntries(proto.metadataProps.map((p) => [p.key, p.value]));
+  assert.equal(meta.img_sizes, '[320]');
+  assert.equal(meta.outputs, 'logprob,pred,prob');
+  // The fixture checkpoint holds the procedural weights: the file computes the procedural model.
+  const model = await SegmentationModel.create({ encoder: 'mobilenetv2dilated', decoder: 'c1_deepsup', init: 'procedural' });
+  try {
+    const input = randomInput([1, 3, 40, 56], 9);
+    const s = await session(path);
+    const got = await s.run({ input: new ort.Tensor('float32', input.data, input.shape) });
+    const ref = await model.forward(input);
+    assert.ok(relativeMaxError(got.logprob.data, ref.logprob.data()) <= 1e-4);
+    ref.logprob.dispose();
+    ref.logprobDeepsup?.dispose();
+    await s.release();
+  } finally {
+    model.dispose();
+    rmSync(path, { force: true });
+  }
+  const both = cli(['--cfg', 'mobilenetv2dilated-c1_deepsup', ...weights, '--checkpoint', 'x.pth', '--onnx', path]);
+  assert.notEqual(both.status, 0);
+  assert.match(both.stderr, /either --checkpoint or --weights-encoder and --weights-decoder/);
+  const one = cli(['--cfg', 'mobilenetv2dilated-c1_deepsup', ...weights.slice(0, 2), '--onnx', path]);
+  assert.match(one.stderr, /Expected both --weights-encoder and --weights-decoder but received only --weights-encoder/);
+  assert.ok(!existsSync(path));
 });
