@@ -9,7 +9,10 @@
 //   --warmup N         untimed runs before them (default 1)
 //   --threads N        intra-op threads on both sides (default 2)
 //   --quick            --reps 1 --warmup 1, no 4000 x 3000 row
-//   --tasks LIST       infer1,infer5,train,big (default all)
+//   --tasks LIST       infer1,infer5,train,big,onnx (default all). onnx: the network's forward
+//                      (logprob, 1 scale 300x400) in segtool against onnxruntime-node running
+//                      the model exportOnnx wrote, same thread count (skipped, saying why, when
+//                      onnxruntime-node is not installed)
 //   --big-models LIST  models of the 4000 x 3000 row (default: all selected)
 //   --big-cap-gib G    never let one process pass G GiB (default 16): skip what is estimated
 //                      above it, kill what grows above it
@@ -44,7 +47,7 @@ function parseArgs(argv) {
     reps: 3,
     warmup: 1,
     threads: 2,
-    tasks: ['infer1', 'infer5', 'train', 'big'],
+    tasks: ['infer1', 'infer5', 'train', 'big', 'onnx'],
     bigModels: null,
     bigCapGiB: 16,
     profile: false,
@@ -91,7 +94,7 @@ function parseArgs(argv) {
     } else throw new Error(`unknown option ${a} (see --help)`);
   }
   if (!['passive', 'active', 'default'].includes(o.ompWait)) throw new Error(`--omp-wait: expected passive, active or default, got ${o.ompWait}`);
-  for (const t of o.tasks) if (!['infer1', 'infer5', 'train', 'big'].includes(t)) throw new Error(`unknown task ${t}`);
+  for (const t of o.tasks) if (!['infer1', 'infer5', 'train', 'big', 'onnx'].includes(t)) throw new Error(`unknown task ${t}`);
   for (const m of o.models) if (!/^[a-z0-9]+-[a-z0-9_]+$/.test(m)) throw new Error(`bad model name ${m} (encoder-decoder)`);
   o.bigModels ??= o.models;
   return o;
@@ -145,8 +148,8 @@ class Worker {
     delete env.OMP_WAIT_POLICY;
     if (opts.ompWait !== 'default') env.OMP_WAIT_POLICY = opts.ompWait.toUpperCase();
     const [cmd, args] =
-      side === 'segtool'
-        ? [process.execPath, ['--expose-gc', join(here, 'worker-segtool.mjs'), JSON.stringify(job)]]
+      side === 'segtool' || side === 'onnxruntime'
+        ? [process.execPath, ['--expose-gc', join(here, `worker-${side}.mjs`), JSON.stringify(job)]]
         : [opts.python, [join(here, 'baseline', 'worker.py'), JSON.stringify(job)]];
     this.loads = [loadavg()[0]];
     this.child = spawn(cmd, args, { cwd: root, env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -357,6 +360,15 @@ async function main() {
 
   const results = [];
   let turn = 0;
+  let onnxruntimeMissing = null;
+  if (opts.tasks.includes('onnx')) {
+    try {
+      await import('onnxruntime-node');
+    } catch (error) {
+      onnxruntimeMissing = `onnxruntime-node is not installed (a devDependency: ONNXRUNTIME_NODE_INSTALL=skip npm ci): ${String(error.message).split('\n')[0]}`;
+      console.error(`segtool bench: the onnxruntime row is skipped: ${onnxruntimeMissing}`);
+    }
+  }
   // Alternate which side starts (and so which side's warm-up runs first) per measurement.
   const both = async (job, extra = []) => {
     const seq = turn++ % 2 === 0 ? sides : [...sides].reverse();
@@ -376,6 +388,16 @@ async function main() {
     }
     if (opts.tasks.includes('train')) {
       await both({ ...base, model, task: 'train', batch: trainBatch });
+    }
+    if (opts.tasks.includes('onnx')) {
+      const job = { ...base, model, task: 'forward', scaleSet: 'onnx', image: small.image, scales: small.scales1 };
+      if (onnxruntimeMissing) {
+        results.push({ side: 'onnxruntime', model, task: 'forward', scaleSet: 'onnx', skipped: onnxruntimeMissing });
+      } else {
+        const seq = turn++ % 2 === 0 ? ['segtool', 'onnxruntime'] : ['onnxruntime', 'segtool'];
+        const got = await measure(seq, job, opts);
+        results.push(got.segtool, got.onnxruntime);
+      }
     }
   }
 
@@ -577,6 +599,26 @@ function report(meta, results) {
     `targets: inference >= 1.5x geo-mean, none < 1.2x: ${verdict(targets.inference)}; training >= 1.1x: ${verdict(targets.training)}; ` +
       `5-scale 4000x3000 < 2 GiB: ${verdict(targets.memory4000x3000)}`,
   );
+  if (opts.tasks.includes('onnx')) {
+    // The exported model in onnxruntime-node against segtool's own forward: the same network
+    // output (logprob at the output stride), the same input, the same intra-op thread count.
+    const onnxHeader = ['model', 'forward 1-scale 300x400, ms', 'segtool', 'onnxruntime-node', 'onnxruntime/segtool'];
+    const onnxBody = opts.models.map((model) => {
+      const s = find('segtool', model, 'forward', 'onnx');
+      const o = find('onnxruntime', model, 'forward', 'onnx');
+      const ratio = s?.times?.length && o?.times?.length ? `${(median(o.times) / median(s.times)).toFixed(2)}x` : '';
+      const size = o?.onnxBytes ? `${Math.round(o.onnxBytes / MiB)} MiB .onnx, opset ${o.opset}` : '';
+      return [model, size, fmtMs(s), fmtMs(o), ratio];
+    });
+    const w = onnxHeader.map((h, c) => Math.max(h.length, ...onnxBody.map((row) => String(row[c]).length)));
+    const onnxLine = (cells) => cells.map((v, c) => (c >= 2 ? String(v).padStart(w[c]) : String(v).padEnd(w[c]))).join('  ');
+    const version = results.find((r) => r.side === 'onnxruntime' && r.onnxruntime)?.onnxruntime;
+    text.push('');
+    text.push(`segtool vs onnxruntime-node ${version ?? ''} on the exported ONNX model (network forward only, threads ${opts.threads} on both sides):`);
+    text.push(onnxLine(onnxHeader));
+    text.push(onnxLine(w.map((n) => '-'.repeat(n))));
+    for (const row of onnxBody) text.push(onnxLine(row));
+  }
   for (const r of results.filter((r) => r.skipped)) text.push(`note: ${r.side} ${r.model} ${r.scaleSet ?? r.task}: skipped (${r.skipped})`);
   for (const r of results.filter((r) => r.error)) text.push(`note: ${r.side} ${r.model} ${r.scaleSet ?? r.task}: ${r.error}`);
   if (rows.some((r) => r.pytorchExtrapolated || r.segtoolExtrapolated)) {

@@ -14,6 +14,8 @@
 //          = the network per scale, then the fused native head (upsample, softmax, average
 //          over scales, argmax, row by row). One scale = single-scale.
 //   train  model.trainStep on a 2 x 3 x 256 x 320 batch (SGD, momentum 0.9, wd 1e-4).
+//   forward  model.forward at one scale: the network's log-probabilities at the output stride,
+//          what the exported ONNX model computes (compared with bench/worker-onnxruntime.mjs).
 import { createInterface } from 'node:readline';
 import { memory, proceduralFloat32, proceduralLabel, resetPeak } from './common.mjs';
 
@@ -77,6 +79,15 @@ if (job.task === 'infer') {
   run = async () => {
     const r = await model.trainStep(input, label, { lrEncoder: 0.02, lrDecoder: 0.02, momentum: 0.9, weightDecay: 1e-4 });
     result.losses.push(r.loss);
+  };
+} else if (job.task === 'forward') {
+  model.eval();
+  const [[w, h]] = job.scales;
+  const input = { data: proceduralFloat32(`bench.input.${h}x${w}`, 3 * h * w), shape: [1, 3, h, w] };
+  run = async () => {
+    const out = await model.forward(input);
+    out.logprob.dispose();
+    out.logprobDeepsup?.dispose();
   };
 } else {
   throw new Error(`unknown task ${job.task}`);

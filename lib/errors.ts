@@ -16,7 +16,8 @@ export type SegtoolErrorCode =
   | 'ERR_DISTRIBUTED' // a rank failed, timed out, or the rendezvous failed
   | 'ERR_DEVICE' // a device (CUDA, cuda:N) is not available in this build or on this machine
   | 'ERR_DOWNLOAD' // a download failed: host unreachable, HTTP error, stall, broken connection
-  | 'ERR_NATIVE'; // LibTorch reported an error
+  | 'ERR_NATIVE' // LibTorch reported an error
+  | 'ERR_EXPORT'; // a model cannot be written as ONNX (an architecture or weight the exporter does not describe)
 
 export class SegtoolError extends Error {
   readonly code: SegtoolErrorCode;

@@ -48,6 +48,14 @@ export {
   type PngOutput,
   type ProbabilitiesOutput,
 } from './segmenter.js';
+export {
+  exportOnnx,
+  ONNX_DEFAULT_OPSET,
+  ONNX_MIN_OPSET,
+  ONNX_MAX_OPSET,
+  type OnnxExportOptions,
+  type OnnxExportReport,
+} from './onnx/export.js';
 export { runDemo, DEMO_DEFAULTS, type DemoOptions, type DemoResult } from './demo/demo.js';
 export { generateSyntheticDataset, syntheticScene, SYNTHETIC_CLASSES } from './demo/synthetic.js';
 export * from './dist/index.js';

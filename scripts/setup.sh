@@ -3,7 +3,8 @@
 # npm packages, the native addon, the TypeScript build. Idempotent: each step runs only when
 # its output is missing or older than its inputs, so a second run takes seconds.
 #   --test   also install what the tests and benchmarks compare against (Debian's python3-torch,
-#            to prove that files segtool writes load in PyTorch, and python3-pil)
+#            to prove that files segtool writes load in PyTorch, and python3-pil) and Debian's
+#            chromium, which the browser example's test drives headless (never a downloaded browser)
 # Environment: SEGTOOL_SKIP_APT=1 never calls apt (LibTorch found through Torch_DIR,
 # CMAKE_PREFIX_PATH or a pip-installed torch); SEGTOOL_BUILD_JOBS (default: all cores).
 set -euo pipefail
@@ -25,7 +26,7 @@ say() { echo "[setup] $*"; }
 # long (bench/results/blas-2026-12-02.md). Installing it makes it the automatic choice of the
 # libblas.so.3 alternative; a choice set by hand (update-alternatives --set) is left alone.
 packages=(libtorch-dev libgloo-dev libopenblas0-pthread cmake g++ ninja-build)
-[ "$want_test" = 1 ] && packages+=(python3-torch python3-pil)
+[ "$want_test" = 1 ] && packages+=(python3-torch python3-pil chromium)
 if [ "${SEGTOOL_SKIP_APT:-0}" != 1 ] && command -v dpkg-query >/dev/null; then
   missing=()
   for pkg in "${packages[@]}"; do
@@ -46,10 +47,12 @@ if [ "${SEGTOOL_SKIP_APT:-0}" != 1 ] && command -v dpkg-query >/dev/null; then
   fi
 fi
 
-# 2. npm packages, when the lock file changed since the last install.
+# 2. npm packages, when the lock file changed since the last install. onnxruntime-node (a
+# devDependency: the ONNX export's tests and bench) ships its CPU binary in the npm package; its
+# postinstall would fetch CUDA provider files from outside the registry: skipped.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 fi
 
 # 3. The native addon, when any native source is newer than it.

@@ -8,6 +8,7 @@ import { convertWeights } from '../checkpoint.js';
 import { demoCommand } from './demo.js';
 import { downloadCommand } from './download.js';
 import { evalCommand } from './eval.js';
+import { exportCommand } from './export.js';
 import { modelsCommand } from './models.js';
 import { testCommand } from './test.js';
 import { trainCommand } from './train.js';
@@ -84,7 +85,7 @@ export function buildProgram(): Command {
       for (const path of written) console.log(`wrote ${path}`);
     });
 
-  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), modelsCommand(), downloadCommand()]) {
+  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), modelsCommand(), downloadCommand(), exportCommand()]) {
     program.addCommand(command);
   }
   return program;
