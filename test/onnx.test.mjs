@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
-import { SegmentationModel, architectures, exportOnnx, ADE20K_CLASS_NAMES, ade20kPalette, setNumThreads, getNumThreads } from '../dist/index.js';
+import { SegmentationModel, architectures, exportOnnx, ADE20K_CLASS_NAMES, ade20kPalette, defaultClassInfo, setNumThreads, getNumThreads } from '../dist/index.js';
 import { EXPORTED_DECODERS, EXPORTED_ENCODERS, buildSegmentationGraph } from '../dist/onnx/networks.js';
 import { readSafetensors } from './helpers/safetensors.mjs';
 import { prng } from './helpers/prng.mjs';
@@ -287,10 +287,10 @@ test('exportOnnx validates its arguments', async () => {
     const pending = model.forward(randomInput([1, 3, 32, 32], 3));
     await assert.rejects(exportOnnx(model, path), { code: 'ERR_BUSY' });
     (await pending).logprob.dispose();
-    // Defaults for a non-ADE20K class count: numbered names, the ADE20K palette's first colours.
+    // Defaults for a non-ADE20K class count: class_N names and the generated palette, as everywhere else.
     const report = await exportOnnx(model, path);
-    assert.deepEqual(JSON.parse(report.metadata.class_names), ['class 0', 'class 1', 'class 2']);
-    assert.deepEqual(JSON.parse(report.metadata.palette), [...ade20kPalette().subarray(0, 9)]);
+    assert.deepEqual(JSON.parse(report.metadata.class_names), ['class_0', 'class_1', 'class_2']);
+    assert.deepEqual(JSON.parse(report.metadata.palette), [...defaultClassInfo(3).palette]);
   } finally {
     model.dispose();
     rmSync(path, { force: true });

@@ -5,10 +5,9 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { relative } from 'node:path';
-import { loadWeights, type WeightsSource } from '../checkpoint.js';
+import type { WeightsSource } from '../checkpoint.js';
 import { SegtoolError } from '../errors.js';
-import { resolveWeightFiles } from '../eval/weights.js';
-import { SegmentationModel } from '../model.js';
+import { createModelWithWeights, resolveWeightFiles } from '../eval/weights.js';
 import { exportOnnx, ONNX_DEFAULT_OPSET, ONNX_MAX_OPSET, ONNX_MIN_OPSET } from '../onnx/export.js';
 import { setNumThreads } from '../tensor.js';
 import { resolveConfigInput } from '../train/common.js';
@@ -59,16 +58,10 @@ export function exportCommand(): Command {
           { path: options.weightsDecoder!, part: 'decoder' },
         ]
       : resolveWeightFiles(cfg, options.checkpoint ?? cfg.TEST.checkpoint, options.checkpoint !== undefined ? '--checkpoint' : 'TEST.checkpoint');
+    if (sources.length === 0) process.stderr.write('segtool export: no weights (checkpoint "none"): the model keeps its random initialisation\n');
     // Built on the CPU whatever TEST.device says: the export reads the weights, it runs nothing.
-    const model = await SegmentationModel.create({
-      encoder: cfg.MODEL.arch_encoder,
-      decoder: cfg.MODEL.arch_decoder,
-      fcDim: cfg.MODEL.fc_dim,
-      numClass: cfg.DATASET.num_class,
-    });
+    const model = await createModelWithWeights({ ...cfg, TEST: { ...cfg.TEST, device: 'cpu' } }, sources, 'TEST');
     try {
-      if (sources.length > 0) await loadWeights(model, sources);
-      else process.stderr.write('segtool export: no weights (checkpoint "none"): the model keeps its random initialisation\n');
       const report = await exportOnnx(model.eval(), options.onnx, {
         fullSize: options.fullSize ?? false,
         opset: options.opset,

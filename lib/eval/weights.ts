@@ -6,7 +6,7 @@
 import { applyRuntime, runtimeFromConfig } from '../device.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadWeights, readClassInfoFromWeights } from '../checkpoint.js';
+import { loadWeights, readClassInfoFromWeights, type WeightsSource } from '../checkpoint.js';
 import { classInfoFromConfig, type ClassInfo } from '../classes.js';
 import { findBundledConfig, type SegtoolConfig } from '../config/index.js';
 import { SegtoolError } from '../errors.js';
@@ -73,9 +73,9 @@ function latestSuffix(dir: string): string {
  * when the config sets it; else the list the weight files store (a training checkpoint's, which
  * must have DATASET.num_class classes); else the defaults for DATASET.num_class.
  */
-export async function resolveClassInfo(cfg: SegtoolConfig, files: readonly string[]): Promise<ClassInfo> {
+export async function resolveClassInfo(cfg: SegtoolConfig, sources: readonly WeightsSource[]): Promise<ClassInfo> {
   if (cfg.DATASET.class_info) return classInfoFromConfig(cfg);
-  for (const file of files) {
+  for (const file of sources.map((s) => (typeof s === 'string' ? s : s.path))) {
     const stored = await readClassInfoFromWeights(file);
     if (!stored) continue;
     if (stored.names.length !== cfg.DATASET.num_class) {
@@ -107,7 +107,7 @@ export function modelClassInfo(model: SegmentationModel): ClassInfo | undefined 
  */
 export async function createModelWithWeights(
   cfg: SegtoolConfig,
-  files: readonly string[],
+  files: readonly WeightsSource[],
   section: 'VAL' | 'TEST' = 'TEST',
   classes?: ClassInfo,
 ): Promise<SegmentationModel> {

@@ -13,7 +13,8 @@ import { NORMALIZATIONS, type Normalization } from '../config/names.js';
 import { defaultConfig } from '../config/config.js';
 import { NORMALIZE_SPECS } from '../data/normalize.js';
 import { SegtoolError, type SegtoolErrorCode } from '../errors.js';
-import { ADE20K_CLASS_NAMES, ade20kPalette } from '../eval/palette.js';
+import { defaultClassInfo, type ClassInfo } from '../classes.js';
+import { modelClassInfo } from '../eval/weights.js';
 import { SegmentationModel } from '../model.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectOneOf, expectString, invalid } from '../validate.js';
 import { DEFAULT_OPSET, MAX_OPSET, MIN_OPSET } from './graph.js';
@@ -26,9 +27,9 @@ export interface OnnxExportOptions {
   fullSize?: boolean;
   /** ONNX opset, 13 to 21 (default 17). */
   opset?: number;
-  /** numClass names for the metadata; default ADE20K's for 150 classes, else "class 0", "class 1", ... */
+  /** numClass names for the metadata; default the model's classes (loadModel / DATASET.class_info), else ADE20K's for 150 classes and class_N otherwise. */
   classNames?: readonly string[];
-  /** RGB bytes, 3 per class; default the ADE20K palette (repeated past 150 classes). */
+  /** RGB bytes, 3 per class; default the model's palette, as for classNames. */
   palette?: Uint8Array | readonly number[];
   /** How inputs are normalised (DATASET.normalization; default 'imagenet'). */
   normalization?: Normalization;
@@ -58,20 +59,19 @@ const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.me
 /** Bytes of weights copied before the event loop gets a turn. */
 const COPY_SLICE = 32 * 1024 * 1024;
 
-function checkOptions(options: OnnxExportOptions, numClass: number) {
+function checkOptions(options: OnnxExportOptions, numClass: number, classes: ClassInfo) {
   if (!options || typeof options !== 'object') throw invalid('options', 'an object', options);
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.includes(key)) throw new SegtoolError('ERR_INVALID_ARG', `Unknown export option "${key}" (expected one of ${KNOWN_OPTIONS.join(', ')})`);
   }
   const dataset = defaultConfig().DATASET;
-  const classNames = options.classNames ?? (numClass === ADE20K_CLASS_NAMES.length ? ADE20K_CLASS_NAMES : Array.from({ length: numClass }, (_, i) => `class ${i}`));
+  const classNames = options.classNames ?? classes.names;
   if (!Array.isArray(classNames) || classNames.length !== numClass || classNames.some((n) => typeof n !== 'string')) {
     throw invalid('options.classNames', `an array of ${numClass} strings (one per class)`, options.classNames);
   }
   let palette: number[];
   if (options.palette === undefined) {
-    const ade = ade20kPalette();
-    palette = Array.from({ length: numClass * 3 }, (_, i) => ade[i % ade.length]!);
+    palette = [...classes.palette];
   } else {
     const given = options.palette;
     if ((!Array.isArray(given) && !(given instanceof Uint8Array)) || given.length !== numClass * 3 || [...given].some((v) => !Number.isInteger(v) || v < 0 || v > 255)) {
@@ -106,7 +106,7 @@ export async function exportOnnx(model: SegmentationModel, path: string, options
   if (info.device !== 'cpu') {
     throw new SegtoolError('ERR_DEVICE', `exportOnnx reads the weights of a CPU model but this one is on ${info.device}: await model.to('cpu') first`);
   }
-  const o = checkOptions(options, info.numClass);
+  const o = checkOptions(options, info.numClass, modelClassInfo(model) ?? defaultClassInfo(info.numClass));
   const started = performance.now();
   const spec = NORMALIZE_SPECS[o.normalization];
   const metadata: Record<string, string> = {
