@@ -70,6 +70,8 @@ export interface PredictClassesOptions {
   probabilities?: boolean;
   /** Pixels predicted as each class ([batch, numClass] int64). */
   counts?: boolean;
+  /** uint8 [numClass, 3] colours: also return the labels coloured (`colors`, uint8 [height, width, 3]; batch 1). */
+  palette?: Tensor;
   /** A token from createCancelToken(): setting it stops the work between scales and rows (ERR_ABORTED). */
   cancel?: NativeCancelToken;
 }
@@ -83,6 +85,8 @@ export interface ClassPrediction {
   probabilities?: Tensor;
   /** int64 [batch, numClass]: pixels of each class, when asked for. */
   counts?: Tensor;
+  /** uint8 [height, width, 3]: the labels in the palette, when one was given. */
+  colors?: Tensor;
 }
 
 export type TensorLike = Tensor | { data: TensorData; shape: readonly number[] };
@@ -356,6 +360,13 @@ export class SegmentationModel {
       counts: options.counts === undefined ? false : expectBoolean('counts', options.counts),
       ...(options.cancel !== undefined ? { cancel: options.cancel } : {}),
     };
+    if (options.palette !== undefined) {
+      if (!(options.palette instanceof Tensor) || options.palette.dtype !== 'uint8' || options.palette.shape.length !== 2 || options.palette.shape[1] !== 3) {
+        throw invalid('palette', 'a uint8 [numClass, 3] Tensor', options.palette);
+      }
+      if (batch !== 1) throw new SegtoolError('ERR_INVALID_ARG', `palette colours one image: expected batch 1 but received ${batch}`);
+    }
+    const palette = options.palette;
     return this.#enqueue(async () => {
       const temporaries: Tensor[] = [];
       try {
@@ -366,12 +377,13 @@ export class SegmentationModel {
           temporaries.push(t);
           return t.handle;
         });
-        const out = await this.#model.predict(handles, height, width, flags);
+        const out = await this.#model.predict(handles, height, width, palette ? { ...flags, palette: palette.handle } : flags);
         return {
           labels: new Tensor(out.labels),
           ...(out.confidence ? { confidence: new Tensor(out.confidence) } : {}),
           ...(out.probabilities ? { probabilities: new Tensor(out.probabilities) } : {}),
           ...(out.counts ? { counts: new Tensor(out.counts) } : {}),
+          ...(out.colors ? { colors: new Tensor(out.colors) } : {}),
         };
       } finally {
         for (const t of temporaries) t.dispose();

@@ -83,8 +83,8 @@ export interface NativeModel {
     inputs: NativeTensor[],
     height: number,
     width: number,
-    options: { flip: boolean; confidence: boolean; probabilities: boolean; counts?: boolean; cancel?: NativeCancelToken },
-  ): Promise<{ labels: NativeTensor; confidence?: NativeTensor; probabilities?: NativeTensor; counts?: NativeTensor }>;
+    options: { flip: boolean; confidence: boolean; probabilities: boolean; counts?: boolean; palette?: NativeTensor; cancel?: NativeCancelToken },
+  ): Promise<{ labels: NativeTensor; confidence?: NativeTensor; probabilities?: NativeTensor; counts?: NativeTensor; colors?: NativeTensor }>;
   trainStep(
     input: NativeTensor,
     label: NativeTensor,
@@ -197,8 +197,6 @@ export interface NativeAddon {
   createCancelToken(): NativeCancelToken;
   /** Sets the flag: work using the token stops with ERR_ABORTED at its next check. */
   cancelToken(token: NativeCancelToken): void;
-  /** uint8 [H, W, 3] colours of int32 [H, W] labels from a uint8 [C, 3] palette, on the compute thread. */
-  colorizeLabels(labels: NativeTensor, palette: NativeTensor): Promise<NativeTensor>;
   CommunicatorHandle: abstract new (...args: never[]) => NativeCommunicator;
   /** Joins the job (rendezvous through rank 0's TCPStore); settles once every rank joined. */
   createCommunicator(options: NativeCommunicatorOptions): Promise<NativeCommunicator>;

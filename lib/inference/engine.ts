@@ -24,7 +24,7 @@ import { WorkerPool } from '../data/pool.js';
 import { SegtoolError } from '../errors.js';
 import type { SegmentationModel } from '../model.js';
 import { expectInteger, invalid } from '../validate.js';
-import { coverageFromCounts, encodeColorPng, inferClasses, predictionViews, type ClassCoverage, type MultiScaleOutput } from './infer.js';
+import { coverageFromCounts, encodePngOfColors, inferClasses, predictionViews, type ClassCoverage, type MultiScaleOutput } from './infer.js';
 
 /** Raw pixels: interleaved, row-major, 8 bits per channel (gray, RGB or RGBA; alpha is dropped). */
 export interface RawPixels {
@@ -292,6 +292,7 @@ export async function runStages(
     flip: request.flip,
     probabilities: outputs.has('probabilities'),
     counts: outputs.has('summary'),
+    ...(outputs.has('png') ? { colors: classes } : {}),
     ...(signal ? { signal } : {}),
     timeoutMs: request.timeoutMs,
   });
@@ -299,7 +300,7 @@ export async function runStages(
   let png: Buffer | undefined;
   let views: MultiScaleOutput;
   try {
-    if (outputs.has('png')) png = await encodeColorPng(prediction.labels, classes);
+    if (prediction.colors) png = await encodePngOfColors(prediction.colors);
   } finally {
     views = predictionViews(prediction, model.numClass, prepared.height, prepared.width); // disposes the handles
   }

@@ -22,6 +22,8 @@ export interface MultiScaleOptions {
   probabilities?: boolean;
   /** Count the pixels of each class (for coverage summaries). */
   counts?: boolean;
+  /** Also colour the labels in these classes' palette (for the PNG), in the same native job. */
+  colors?: ClassInfo;
   /** Stops the work between scales and output rows (ERR_ABORTED). */
   signal?: AbortSignal;
   /** Stops the work after this many milliseconds (ERR_ABORTED naming the limit); 0 or absent: no limit. */
@@ -57,6 +59,8 @@ export interface NativeClassPrediction {
   probabilities?: Tensor;
   /** int64 [1, numClass], when asked for. */
   counts?: Tensor;
+  /** uint8 [height, width, 3], when colours were asked for. */
+  colors?: Tensor;
 }
 
 /**
@@ -99,6 +103,7 @@ export async function inferClasses(
       }, timeoutMs);
     }
   }
+  const palette = options.colors ? Tensor.from(Uint8Array.from(options.colors.palette), [options.colors.palette.length / 3, 3], 'uint8') : undefined;
   try {
     const out = await model.predictClasses(inputs, {
       segSize: [height, width],
@@ -106,6 +111,7 @@ export async function inferClasses(
       confidence: true,
       probabilities: options.probabilities ?? false,
       counts: options.counts ?? false,
+      ...(palette ? { palette } : {}),
       ...(cancel ? { cancel } : {}),
     });
     return { ...out, confidence: out.confidence! };
@@ -120,6 +126,7 @@ export async function inferClasses(
     }
     throw error;
   } finally {
+    palette?.dispose();
     if (timer) clearTimeout(timer);
     signal?.removeEventListener('abort', onAbort);
   }
@@ -142,6 +149,7 @@ export function predictionViews(out: NativeClassPrediction, numClass: number, he
     out.confidence.dispose();
     out.probabilities?.dispose();
     out.counts?.dispose();
+    out.colors?.dispose();
   }
 }
 
@@ -190,26 +198,10 @@ export function coverageFromCounts(
   return out.sort((a, b) => b.pixels - a.pixels || a.classIndex - b.classIndex);
 }
 
-/**
- * The label map (int32 [1, H, W] or [H, W] tensor) in the classes' palette as an RGB PNG
- * (classes without a colour black): coloured on the compute thread, encoded in sharp's thread
- * pool; nothing per pixel on this thread.
- */
-export async function encodeColorPng(labels: Tensor, classes: ClassInfo): Promise<Buffer> {
-  const [height, width] = labels.shape.slice(-2) as [number, number];
-  if (labels.shape.length < 2 || labels.size !== width * height) throw invalid('labels', 'an [H, W] or [1, H, W] label tensor', labels.shape);
-  const addon = await loadNative();
-  const palette = Tensor.from(Uint8Array.from(classes.palette), [classes.palette.length / 3, 3], 'uint8');
-  let rgb: Tensor;
-  try {
-    rgb = new Tensor(await addon.colorizeLabels(labels.handle, palette.handle));
-  } finally {
-    palette.dispose();
-  }
-  try {
-    const sharp = await loadSharp();
-    return await sharp(rgb.data<'uint8'>(), { raw: { width, height, channels: 3 } }).png().toBuffer();
-  } finally {
-    rgb.dispose();
-  }
+/** An RGB PNG of uint8 [H, W, 3] colours (inferClasses' `colors`), encoded in sharp's thread pool. */
+export async function encodePngOfColors(colors: Tensor): Promise<Buffer> {
+  const [height, width, channels] = colors.shape as [number, number, number];
+  if (colors.shape.length !== 3 || channels !== 3 || colors.dtype !== 'uint8') throw invalid('colors', 'a uint8 [H, W, 3] tensor', colors.shape);
+  const sharp = await loadSharp();
+  return sharp(colors.data<'uint8'>(), { raw: { width, height, channels: 3 } }).png().toBuffer();
 }

@@ -163,7 +163,6 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("architectures", Napi::Function::New<architectures>(env, "architectures"));
   exports.Set("createCancelToken", Napi::Function::New<create_cancel_token>(env, "createCancelToken"));
   exports.Set("cancelToken", Napi::Function::New<cancel_token>(env, "cancelToken"));
-  exports.Set("colorizeLabels", Napi::Function::New<colorize_labels>(env, "colorizeLabels"));
   register_dist_exports(env, exports);
   return exports;
 }

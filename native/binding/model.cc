@@ -285,6 +285,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     options.confidence = !o.Get("confidence").IsBoolean() || o.Get("confidence").ToBoolean();
     options.probabilities = o.Get("probabilities").ToBoolean();
     options.counts = o.Get("counts").ToBoolean();
+    if (!o.Get("palette").IsUndefined()) options.palette = TensorHandle::unwrap(o.Get("palette"), "palette");
     nn::CancelFlag cancel = cancel_flag_of(o.Get("cancel"));  // kept alive by the work
     return run<nn::Prediction>(
         env,
@@ -299,6 +300,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
           if (p.prob.defined()) out.Set("confidence", TensorHandle::wrap(env, p.prob));
           if (p.probabilities.defined()) out.Set("probabilities", TensorHandle::wrap(env, p.probabilities));
           if (p.counts.defined()) out.Set("counts", TensorHandle::wrap(env, p.counts));
+          if (p.colors.defined()) out.Set("colors", TensorHandle::wrap(env, p.colors));
           return out;
         });
   }
@@ -460,16 +462,6 @@ Napi::Value cancel_token(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal()) throw_error(info.Env(), "ERR_INVALID_ARG", "cancelToken: expected a token from createCancelToken()");
   (*info[0].As<Napi::External<nn::CancelFlag>>().Data())->store(true);
   return info.Env().Undefined();
-}
-
-// colorizeLabels(labels int32 [H, W], palette uint8 [C, 3]) -> Promise<uint8 [H, W, 3]>, on the compute thread.
-Napi::Value colorize_labels(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  at::Tensor labels = TensorHandle::unwrap(info[0], "labels");
-  at::Tensor palette = TensorHandle::unwrap(info[1], "palette");
-  return run_async<at::Tensor>(
-      env, [labels, palette] { return nn::colorize_labels(labels, palette); },
-      [](Napi::Env env, at::Tensor& rgb) -> Napi::Value { return TensorHandle::wrap(env, rgb); });
 }
 
 // architectures() -> {encoders, decoders, defaultFcDim: {encoder: n}}

@@ -8,6 +8,5 @@ Napi::Value create_model(const Napi::CallbackInfo& info);
 Napi::Value architectures(const Napi::CallbackInfo& info);
 Napi::Value create_cancel_token(const Napi::CallbackInfo& info);
 Napi::Value cancel_token(const Napi::CallbackInfo& info);
-Napi::Value colorize_labels(const Napi::CallbackInfo& info);
 
 }  // namespace segtool::binding

@@ -206,6 +206,8 @@ Prediction SegmentationModel::predict(const std::vector<at::Tensor>& inputs, int
   }
   Prediction p = predict_from_logits(logits, out_h, out_w, options);
   if (options.counts) p.counts = class_counts(p.pred, logits[0].size(1));
+  // Coloured in the same job: a separate one would wait behind the next request's inference.
+  if (options.palette.defined()) p.colors = colorize_labels(p.pred, options.palette);
   return p;
 }
 

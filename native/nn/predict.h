@@ -17,6 +17,7 @@ struct PredictOptions {
   // Non-CPU tensors: rows per band such that B x C x rows x out_w stays under this (16 MiB).
   int64_t band_elements = int64_t(1) << 22;
   bool counts = false;  // pixels per class (B x C int64), for coverage summaries
+  at::Tensor palette;   // uint8 C x 3: also colour the labels (B = 1), in the same job
   // Checked between scales, bands and rows: set, the prediction stops with nn::Cancelled.
   const std::atomic<bool>* cancel = nullptr;
 };
@@ -26,6 +27,7 @@ struct Prediction {
   at::Tensor prob;           // float32 B x H x W: that maximum probability (if asked)
   at::Tensor probabilities;  // float32 B x C x H x W (if asked)
   at::Tensor counts;         // int64 B x C: pixels predicted as each class (if asked)
+  at::Tensor colors;         // uint8 H x W x 3: the labels in the palette (if one was given)
 };
 
 // Pixels per class of int32 B x H x W labels in [0, num_class): int64 B x num_class.
