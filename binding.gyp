@@ -19,7 +19,8 @@
       "libraries": [
         "-Wl,--no-as-needed",
         "<!@(node scripts/torch-paths.mjs libs)",
-        "-Wl,-rpath,<!(node scripts/torch-paths.mjs libdir)"
+        "-Wl,-rpath,<!(node scripts/torch-paths.mjs libdir)",
+        "-lz"
       ]
     }
   ]

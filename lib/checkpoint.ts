@@ -5,7 +5,6 @@
  * random-number state, history). Every write is atomic: a failed save never destroys the last
  * good file.
  */
-import { openSync, readSync, closeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import type { EncoderName } from './config/names.js';
@@ -14,24 +13,22 @@ import { SegtoolError } from './errors.js';
 import { loadNative, native } from './native.js';
 import { Tensor } from './tensor.js';
 import { loadSafetensors, saveSafetensors, disposeAll, readSafetensorsMetadata } from './io/safetensors.js';
-import { expectExistingFile } from './io/files.js';
+import { prepareReplace, readFileHead } from './io/files.js';
 import { IMAGENET_DROPPED, imagenetCheckpointFor } from './imagenet.js';
 import { SegmentationModel, type LoadReport, type ModelOptions } from './model.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from './validate.js';
 
 export type WeightsFormat = 'pth' | 'safetensors';
 
-/** Detects a weights file's format from its first bytes (zip, pickle or safetensors header). */
-export function detectWeightsFormat(path: string): WeightsFormat {
-  const file = expectExistingFile('weights', path);
-  const head = Buffer.alloc(16);
-  const fd = openSync(file, 'r');
-  let read = 0;
-  try {
-    read = readSync(fd, head, 0, 16, 0);
-  } finally {
-    closeSync(fd);
-  }
+/**
+ * Detects a weights file's format from its first bytes (zip, pickle or safetensors header). The
+ * file must be a regular file: a FIFO, device or folder is refused (opened non-blocking, so a
+ * FIFO never hangs the call), before any native reader sees it.
+ */
+export async function detectWeightsFormat(path: string): Promise<WeightsFormat> {
+  const file = expectString('weights', path);
+  const head = await readFileHead(file, 16, 'weights file');
+  const read = head.length;
   if (read >= 2 && head[0] === 0x50 && head[1] === 0x4b) return 'pth'; // zip (torch.save >= 1.6)
   if (read >= 2 && head[0] === 0x80 && head[1]! >= 2 && head[1]! <= 5) return 'pth'; // pickle (legacy)
   if (read >= 9 && head[8] === 0x7b) return 'safetensors'; // 8-byte length, then '{'
@@ -43,7 +40,7 @@ export function detectWeightsFormat(path: string): WeightsFormat {
 
 /** Every tensor of a weights file (.pth state dict or safetensors), keys as stored ("module." stripped). */
 export async function readWeights(path: string, options: { key?: string } = {}): Promise<Map<string, Tensor>> {
-  const format = detectWeightsFormat(path);
+  const format = await detectWeightsFormat(path);
   if (format === 'safetensors') {
     const file = await loadSafetensors(path);
     if (file.metadata['format'] === TRAINING_FORMAT) {
@@ -64,6 +61,7 @@ export async function readWeights(path: string, options: { key?: string } = {}):
 /** Writes weights as a torch.save(OrderedDict) .pth file that torch.load reads. */
 export async function writePth(path: string, tensors: Map<string, Tensor>): Promise<void> {
   expectString('path', path);
+  await prepareReplace(path, 'weights file');
   await (await loadNative()).writePth(path, [...tensors].map(([key, t]) => [key, t.handle]));
 }
 
@@ -111,7 +109,7 @@ export async function checkWeightsFile(
   model: ModelOptions,
   options: { strict?: boolean } = {},
 ): Promise<WeightsLoadReport> {
-  detectWeightsFormat(path); // before building a model: a web page is refused at once
+  await detectWeightsFormat(path); // before building a model: a web page is refused at once
   const check = await SegmentationModel.create(model);
   try {
     return await loadWeights(check, { path, part }, { strict: options.strict ?? true, wholeModel: false });
@@ -394,7 +392,7 @@ export async function saveTrainingCheckpoint(
 
 /** Reads a training checkpoint; the caller owns (and disposes) its tensors. */
 export async function loadTrainingCheckpoint(path: string): Promise<TrainingCheckpoint> {
-  if (detectWeightsFormat(path) !== 'safetensors') {
+  if ((await detectWeightsFormat(path)) !== 'safetensors') {
     throw new SegtoolError('ERR_CHECKPOINT', `${path}: a .pth holds weights only; resuming needs a segtool training checkpoint (checkpoint_*.safetensors)`);
   }
   const file = await loadSafetensors(path);
@@ -463,7 +461,7 @@ function classInfoFromMetadata(meta: Record<string, string>, path: string): Clas
  * Undefined for files without them (.pth files, plain safetensors). Reads the header only.
  */
 export async function readClassInfoFromWeights(path: string): Promise<ClassInfo | undefined> {
-  if (detectWeightsFormat(path) !== 'safetensors') return undefined;
+  if ((await detectWeightsFormat(path)) !== 'safetensors') return undefined;
   return classInfoFromMetadata(await readSafetensorsMetadata(path), path);
 }
 

@@ -120,6 +120,8 @@ export interface NativeModelOptions {
 export interface NativeCommunicatorOptions {
   rank: number;
   worldSize: number;
+  /** A c10d FileStore path: rendezvous without opening a port (single-machine jobs). */
+  storeFile?: string;
   masterAddr: string;
   masterPort: number;
   timeoutMs: number;

@@ -4,14 +4,11 @@
  * for many (decoded and resized by worker threads), `findImages(paths)` to expand folders, and
  * `loadModel(config)` for the model a config's TEST.checkpoint names.
  */
-import { readdir, stat } from 'node:fs/promises';
-import { basename, extname, join, relative, resolve } from 'node:path';
 import { defaultClassInfo, type ClassInfo } from './classes.js';
 import type { ConfigOverrides, SegtoolConfig } from './config/index.js';
 import {
   createEvalLoader,
   DEFAULTS,
-  IMAGE_EXTENSIONS,
   type BadSample,
   type DecodeOptions,
   type NormalizePreset,
@@ -252,51 +249,7 @@ export async function* segmentFiles(
   }
 }
 
-export interface FoundImage {
-  path: string;
-  /** Output name: the path relative to the folder it was found in (or the file name). */
-  name: string;
-}
-
-/**
- * Image files under `inputs`: files as given (any type the decoder reads), folders searched
- * recursively for image extensions (case-insensitive), in sorted order.
- */
-export async function findImages(inputs: readonly string[]): Promise<FoundImage[]> {
-  if (!Array.isArray(inputs) || inputs.length === 0) throw invalid('inputs', 'a non-empty array of image files or folders', inputs);
-  const found: FoundImage[] = [];
-  for (const [i, input] of inputs.entries()) {
-    expectString(`inputs[${i}]`, input);
-    let info;
-    try {
-      info = await stat(input);
-    } catch {
-      throw new SegtoolError('ERR_NOT_FOUND', `image or folder not found: ${input}`);
-    }
-    if (info.isFile()) {
-      found.push({ path: resolve(input), name: basename(input) });
-      continue;
-    }
-    const entries = await readdir(input, { recursive: true, withFileTypes: true });
-    const images = entries
-      .filter((e) => e.isFile() && IMAGE_EXTENSIONS.includes(extname(e.name).toLowerCase()))
-      .map((e) => join(e.parentPath, e.name))
-      .sort();
-    if (images.length === 0) {
-      throw new SegtoolError('ERR_NOT_FOUND', `no images (${IMAGE_EXTENSIONS.join(' ')}) in ${input}`);
-    }
-    for (const image of images) found.push({ path: resolve(image), name: relative(input, image) });
-  }
-  // Two inputs may yield the same output name (a.jpg given twice, x/a.jpg and y/a.jpg as files).
-  const seen = new Map<string, number>();
-  for (const item of found) {
-    const key = item.name.toLowerCase();
-    const count = seen.get(key) ?? 0;
-    seen.set(key, count + 1);
-    if (count > 0) item.name = `${item.name.slice(0, item.name.length - extname(item.name).length)}-${count}${extname(item.name)}`;
-  }
-  return found;
-}
+export { findImages, type FoundImage } from './data/find-images.js';
 
 export interface LoadModelOptions {
   overrides?: ConfigOverrides;

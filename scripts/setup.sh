@@ -25,7 +25,7 @@ say() { echo "[setup] $*"; }
 # is netlib's reference BLAS: with it one-thread inference and training steps took 1.5-6x as
 # long (bench/results/blas-2026-12-02.md). Installing it makes it the automatic choice of the
 # libblas.so.3 alternative; a choice set by hand (update-alternatives --set) is left alone.
-packages=(libtorch-dev libgloo-dev libopenblas0-pthread cmake g++ ninja-build)
+packages=(libtorch-dev libgloo-dev libopenblas0-pthread zlib1g-dev cmake g++ ninja-build)
 [ "$want_test" = 1 ] && packages+=(python3-torch python3-pil chromium)
 if [ "${SEGTOOL_SKIP_APT:-0}" != 1 ] && command -v dpkg-query >/dev/null; then
   missing=()

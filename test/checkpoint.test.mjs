@@ -283,3 +283,110 @@ test('segtool convert combines a released pair and splits it back, values unchan
   assert.equal(run.status, 1);
   assert.match(run.stderr, /nope\.pth/);
 });
+
+test('weights must be regular files: FIFO and /dev/zero refused by the TS checks and by the native readers themselves', { timeout: 60000 }, async () => {
+  const { makeFifo, release } = await import('./helpers/special-files.mjs');
+  const { loadNative } = await import('../dist/native.js');
+  const native = await loadNative();
+  const dir = tmp();
+  const fifo = makeFifo(dir, 'encoder.pth');
+  try {
+    await assert.rejects(readWeights(fifo), (e) => e.code === 'ERR_BAD_FILE' && /weights file .*encoder\.pth is a FIFO \(named pipe\), not a regular file/.test(e.message));
+    // The native readers check too (fstat after a non-blocking open), whoever calls them.
+    await assert.rejects(native.readPth(fifo, ''), (e) => e.code === 'ERR_BAD_FILE' && /encoder\.pth: is a FIFO \(named pipe\), expected a regular file/.test(e.message));
+    await assert.rejects(native.readSafetensors(fifo), (e) => e.code === 'ERR_BAD_FILE' && /is a FIFO/.test(e.message));
+  } finally {
+    release(fifo);
+  }
+  await assert.rejects(readWeights('/dev/zero'), (e) => e.code === 'ERR_BAD_FILE' && /\/dev\/zero is a character device/.test(e.message));
+  await assert.rejects(native.readPth('/dev/zero', ''), (e) => e.code === 'ERR_BAD_FILE' && /\/dev\/zero: is a character device, expected a regular file/.test(e.message));
+  await assert.rejects(native.readSafetensors(dir), (e) => e.code === 'ERR_BAD_FILE' && /is a folder, expected a regular file/.test(e.message));
+});
+
+test('weight writers replace regular files only: a symlink or a FIFO target is refused (TS and native), temporaries of killed saves removed', { timeout: 60000 }, async () => {
+  const { makeFifo, release } = await import('./helpers/special-files.mjs');
+  const { loadNative } = await import('../dist/native.js');
+  const { symlinkSync, readlinkSync, lstatSync } = await import('node:fs');
+  const native = await loadNative();
+  const dir = tmp();
+  const weights = new Map([['w', Tensor.from(Float32Array.of(1, 2, 3), [3])]]);
+  const real = join(dir, 'mine.pth');
+  writeFileSync(real, 'precious');
+  for (const name of ['link.pth', 'link.safetensors']) {
+    const link = join(dir, name);
+    symlinkSync(real, link);
+    await assert.rejects(writeWeights(link, weights), (e) => e.code === 'ERR_BAD_FILE' && new RegExp(`${name.replace('.', '\\.')}: it is a symbolic link`).test(e.message));
+    const handles = [['w', weights.get('w').handle]];
+    await assert.rejects(
+      name.endsWith('.pth') ? native.writePth(link, handles) : native.writeSafetensors(link, handles, {}),
+      (e) => e.code === 'ERR_BAD_FILE' && new RegExp(`refusing to replace .*${name.replace('.', '\\.')}: it is a symbolic link`).test(e.message),
+    );
+    assert.equal(readlinkSync(link), real);
+  }
+  assert.equal(readFileSync(real, 'utf8'), 'precious');
+  const fifo = makeFifo(dir, 'out.pth');
+  try {
+    await assert.rejects(native.writePth(fifo, [['w', weights.get('w').handle]]), (e) => e.code === 'ERR_BAD_FILE' && /out\.pth: it is a FIFO/.test(e.message));
+    assert.ok(lstatSync(fifo).isFIFO());
+  } finally {
+    release(fifo);
+  }
+  // A killed save's temporary (its process gone) is removed by the next save of that target.
+  const target = join(dir, 'model.pth');
+  const dead = spawnSync(process.execPath, ['-e', '']).pid;
+  writeFileSync(join(dir, `model.pth.${dead}.deadbeef.tmp`), 'partial');
+  await writeWeights(target, weights);
+  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('model.pth')), ['model.pth']);
+  const back = await readWeights(target);
+  assert.deepEqual(Array.from(back.get('w').data()), [1, 2, 3]);
+  disposeAll(back);
+  disposeAll(weights);
+});
+
+test('a deflated .pth record is bounded by the sizes the file declares: the pickle\'s storage size must equal the zip entry\'s, and inflating past it is an error', async () => {
+  const dir = tmp();
+  const plain = join(dir, 'plain.pth');
+  const weights = new Map([['w', Tensor.from(new Float32Array(1 << 20), [1 << 20])]]); // 4 MiB of zeros
+  await writeWeights(plain, weights);
+  disposeAll(weights);
+  // Re-zip with deflate: (1) honest; (2) data/0 holds 64 MiB of zeros while the pickle and the
+  // directory say 4 MiB; (3) the directory claims 64 MiB for a 4 MiB storage.
+  const script = `
+import sys, zipfile, zlib, struct
+src, out = sys.argv[1], sys.argv[2]
+def rezip(path, replace=None, claim=None):
+    with zipfile.ZipFile(src) as s, zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as d:
+        for info in s.infolist():
+            data = s.read(info.filename)
+            if info.filename.endswith('/data/0') and replace is not None:
+                data = replace
+            d.writestr(info.filename, data)
+    if claim is None:
+        return
+    b = bytearray(open(path, 'rb').read())
+    name = [n for n in zipfile.ZipFile(path).namelist() if n.endswith('/data/0')][0].encode()
+    size, crc = claim
+    for sig, size_at, crc_at, name_at in ((b'PK\\x01\\x02', 24, 16, 46), (b'PK\\x03\\x04', 22, 14, 30)):
+        i = 0
+        while True:
+            i = b.find(sig, i)
+            if i < 0: break
+            if b[i + name_at:i + name_at + len(name)] == name:
+                struct.pack_into('<I', b, i + size_at, size)
+                struct.pack_into('<I', b, i + crc_at, crc)
+            i += 4
+    open(path, 'wb').write(bytes(b))
+four = bytes(4 << 20)
+rezip(out + '/honest.pth')
+rezip(out + '/bomb.pth', replace=bytes(64 << 20), claim=(4 << 20, zlib.crc32(four)))
+rezip(out + '/claims.pth', claim=(64 << 20, zlib.crc32(bytes(64 << 20))))
+`;
+  const made = spawnSync(PYTHON, ['-c', script, plain, dir], { encoding: 'utf8' });
+  assert.equal(made.status, 0, made.stderr);
+  const honest = await readWeights(join(dir, 'honest.pth'));
+  assert.equal(honest.get('w').size, 1 << 20);
+  disposeAll(honest);
+  assert.ok(statSync(join(dir, 'bomb.pth')).size < 200_000);
+  await assert.rejects(readWeights(join(dir, 'bomb.pth')), (e) => e.code === 'ERR_BAD_FILE' && /data\/0 inflates to more than the 4194304 bytes its zip entry declares/.test(e.message));
+  await assert.rejects(readWeights(join(dir, 'claims.pth')), (e) => e.code === 'ERR_BAD_FILE' && /data\/0 holds 67108864 bytes, expected 4194304/.test(e.message));
+});

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { makeFifo, release } from './helpers/special-files.mjs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -308,5 +309,31 @@ test('saveConfig refuses invalid configs', async () => {
     const bad = defaultConfig();
     bad.TRAIN.lr_encoder = -1;
     await rejectsConfig(saveConfig(bad, join(dir, 'config.yaml')), ['TRAIN.lr_encoder']);
+  });
+});
+
+test('loadConfig reads regular files within SEGTOOL_MAX_CONFIG_BYTES only: a FIFO or an endless file is refused', { timeout: 30000 }, async () => {
+  await withTempDir(async (dir) => {
+    const fifo = makeFifo(dir, 'config.yaml');
+    try {
+      await assert.rejects(loadConfig(fifo), (e) => e.code === 'ERR_BAD_FILE' && /config .*config\.yaml is a FIFO \(named pipe\), not a regular file/.test(e.message));
+    } finally {
+      release(fifo);
+    }
+    const big = join(dir, 'big.yaml');
+    await writeFile(big, `# ${'x'.repeat(2 * 2 ** 20)}\nDIR: a\n`);
+    await assert.rejects(loadConfig(big), (e) => e.code === 'ERR_BAD_FILE' && /big\.yaml is \d+ bytes, over the limit of 1 MiB \(raise it with SEGTOOL_MAX_CONFIG_BYTES\)/.test(e.message));
+  });
+});
+
+test('saveConfig replaces regular files only: a symlink is refused and left pointing where it did', async () => {
+  await withTempDir(async (dir) => {
+    const real = join(dir, 'elsewhere.yaml');
+    await writeFile(real, 'mine\n');
+    const link = join(dir, 'config.yaml');
+    await symlink(real, link);
+    await assert.rejects(saveConfig(defaultConfig(), link), (e) => e.code === 'ERR_BAD_FILE' && /config\.yaml: it is a symbolic link/.test(e.message));
+    assert.equal(await readlink(link), real);
+    assert.equal(await readFile(real, 'utf8'), 'mine\n');
   });
 });

@@ -9,7 +9,10 @@ import {
 import { decodePng } from '../dist/data/png.js';
 import { normalizeTables } from '../dist/data/normalize.js';
 import { readSafetensors } from './helpers/safetensors.mjs';
-import { encodePng, rgbPattern, tempDir } from './helpers/data.mjs';
+import { chunk, encodePng, rgbPattern, tempDir } from './helpers/data.mjs';
+import { makeFifo, release } from './helpers/special-files.mjs';
+import { deflateSync } from 'node:zlib';
+import { readImageSizes } from '../dist/data/list.js';
 
 const fixtureDir = new URL('./fixtures/data/', import.meta.url).pathname;
 const record = { image: join(fixtureDir, 'ADE_val_00001519.jpg'), annotation: join(fixtureDir, 'ADE_val_00001519.png') };
@@ -230,4 +233,70 @@ test('normalisation presets', () => {
   assert.ok(Math.abs(bgr[0][200] - (200 - 102.9801)) < 1e-4);
   assert.deepEqual(NORMALIZE_SPECS['legacy-bgr'].order, [2, 1, 0]);
   assert.ok(g instanceof Float32Array);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17: bounded inflation, raster formats only, regular files only.
+
+/** A PNG of `width` x `height` 8-bit gray whose IDAT holds `raw` (filter bytes included) deflated. */
+function pngWithRaw(width, height, raw, trailing = Buffer.alloc(0)) {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 0; // gray
+  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0)), trailing]);
+}
+
+test('PNG decoder: inflates at most what the IHDR declares; data after IEND is refused', () => {
+  // 4x4 gray declares 4 rows of 1 filter byte + 4 samples = 20 bytes.
+  const exact = pngWithRaw(4, 4, Buffer.alloc(20, 0));
+  assert.equal(decodePng(exact).data.length, 16);
+  // 16 MiB of zeros deflates to ~16 KiB: a bomb behind a 4x4 header.
+  const bomb = pngWithRaw(4, 4, Buffer.alloc(16 * 2 ** 20, 0));
+  assert.ok(bomb.length < 100_000);
+  assert.throws(() => decodePng(bomb), /inflates to more than the 20 bytes a 4x4 image declares/);
+  assert.throws(() => decodePng(pngWithRaw(4, 4, Buffer.alloc(21, 0))), /more than the 20 bytes/);
+  assert.throws(() => decodePng(pngWithRaw(4, 4, Buffer.alloc(19, 0))), /truncated/);
+  assert.throws(() => decodePng(pngWithRaw(4, 4, Buffer.alloc(20, 0), Buffer.from('trailing junk'))), /13 bytes of data after the IEND chunk/);
+});
+
+const SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="48"><rect width="64" height="48" fill="red"/></svg>';
+
+test('SVG (vector) files are refused by every decode path with ERR_BAD_IMAGE naming the file and the types', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const svg = join(dir, 'drawing.jpg'); // the extension does not matter: the content decides
+  writeFileSync(svg, SVG);
+  const refused = (e) => e.code === 'ERR_BAD_IMAGE' && /drawing\.jpg: SVG is not a supported image type \(expected JPEG, PNG, WebP, GIF, TIFF, AVIF or HEIF\)/.test(e.message);
+  await assert.rejects(readImage(svg), refused);
+  await assert.rejects(readImageSizes([{ image: svg }]), refused);
+  await assert.rejects(
+    readLabel(svg),
+    (e) => e.code === 'ERR_BAD_IMAGE' && /annotation .*drawing\.jpg: SVG is not a supported annotation type \(expected PNG or single-channel TIFF\)/.test(e.message),
+  );
+  const loader = await createEvalLoader({ records: [{ image: svg }], workers: 0 });
+  await assert.rejects(loader.next(), (e) => /SVG is not a supported image type/.test(e.message));
+  await loader.close();
+});
+
+test('images and annotations must be regular files: /dev/zero and a FIFO are refused at once', { timeout: 30000 }, async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  await assert.rejects(readImage('/dev/zero'), (e) => e.code === 'ERR_BAD_FILE' && /image \/dev\/zero is a character device, not a regular file/.test(e.message));
+  const fifo = makeFifo(dir, 'label.png');
+  try {
+    await assert.rejects(readLabel(fifo), (e) => e.code === 'ERR_BAD_FILE' && /annotation .*label\.png is a FIFO/.test(e.message));
+  } finally {
+    release(fifo);
+  }
+  const big = join(dir, 'big.png');
+  writeFileSync(big, Buffer.alloc(4096));
+  process.env.SEGTOOL_MAX_ANNOTATION_BYTES = '1000';
+  try {
+    await assert.rejects(readLabel(big), (e) => e.code === 'ERR_BAD_FILE' && /over the limit of 1000 bytes \(raise it with SEGTOOL_MAX_ANNOTATION_BYTES\)/.test(e.message));
+  } finally {
+    delete process.env.SEGTOOL_MAX_ANNOTATION_BYTES;
+  }
 });

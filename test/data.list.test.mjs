@@ -4,6 +4,7 @@ import { mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { listFolder, parseOdgt, readOdgt, selectSamples, readImageSizes } from '../dist/data/index.js';
 import { tempDir, writeDataset, DATASET_SIZES } from './helpers/data.mjs';
+import { makeFifo, release } from './helpers/special-files.mjs';
 
 const line = (i, extra = {}) => JSON.stringify({ fpath_img: `images/a${i}.jpg`, fpath_segm: `annotations/a${i}.png`, width: 10 + i, height: 20, ...extra });
 
@@ -87,4 +88,27 @@ test('folder layout: images/ + annotations/ with matching names, sizes read from
   mkdirSync(join(dir, 'blank'));
   await assert.rejects(listFolder(join(dir, 'blank')), { code: 'ERR_BAD_FILE', message: /has no images/ });
   await assert.rejects(listFolder(dir, { subset: 'training' }), { code: 'ERR_NOT_FOUND', message: /training/ });
+});
+
+test('odgt: the list must be a regular file within SEGTOOL_MAX_LIST_BYTES; reading it can be aborted', { timeout: 30000 }, async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const fifo = makeFifo(dir, 'list.odgt');
+  try {
+    await assert.rejects(readOdgt(fifo), (e) => e.code === 'ERR_BAD_FILE' && /list file .*list\.odgt is a FIFO/.test(e.message));
+  } finally {
+    release(fifo);
+  }
+  await assert.rejects(readOdgt('/dev/zero'), (e) => e.code === 'ERR_BAD_FILE' && /\/dev\/zero is a character device/.test(e.message));
+  const file = join(dir, 'train.odgt');
+  writeFileSync(file, [0, 1, 2].map((i) => line(i)).join('\n'));
+  process.env.SEGTOOL_MAX_LIST_BYTES = '100';
+  try {
+    await assert.rejects(readOdgt(file), (e) => e.code === 'ERR_BAD_FILE' && /train\.odgt is \d+ bytes, over the limit of 100 bytes \(raise it with SEGTOOL_MAX_LIST_BYTES\)/.test(e.message));
+  } finally {
+    delete process.env.SEGTOOL_MAX_LIST_BYTES;
+  }
+  const controller = new AbortController();
+  controller.abort();
+  await assert.rejects(readOdgt(file, { signal: controller.signal }), (e) => e.code === 'ERR_ABORTED');
 });

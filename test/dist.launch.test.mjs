@@ -3,7 +3,9 @@
 // a message naming it, SIGTERM stopping every rank.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
 import { findFreePort, needsLaunch, parseDeviceList, parseLaunchArgs } from '../dist/dist/index.js';
+import { MAX_LOCAL_RANKS, maxCpuRanks } from '../dist/dist/launch.js';
 import { childEnv, LAUNCHER, LOOPBACK, RANK_SCRIPT, run } from './helpers/dist.mjs';
 
 test('device lists: ranges, lists, both; bad ones name --gpus', () => {
@@ -83,4 +85,55 @@ test('SIGTERM to the launcher stops every rank', async () => {
   const pids = [...r.stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
   assert.equal(pids.length, 2);
   for (const pid of pids) assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' });
+});
+
+test('--nproc beyond what the machine can run is refused with the limit and why', () => {
+  const { limit, reason } = maxCpuRanks();
+  assert.ok(limit >= 1 && limit <= MAX_LOCAL_RANKS);
+  assert.throws(
+    () => needsLaunch({ nproc: 1000 }, {}),
+    (e) => e.code === 'ERR_INVALID_ARG' && e.message === `--nproc 1000 is more CPU ranks than this machine can run: the limit is ${limit} (${reason})`,
+  );
+  assert.equal(maxCpuRanks(2).limit, 8);
+  assert.match(maxCpuRanks(2).reason, /4 per CPU core on this machine's 2 core\(s\)/);
+  assert.equal(maxCpuRanks(1000).limit, MAX_LOCAL_RANKS);
+  assert.equal(needsLaunch({ nproc: 2 }, {}), true);
+});
+
+/** Addresses in a rank's "listeners rank=N [...]" line. */
+function listenersOf(stdout, rank) {
+  const m = new RegExp(`listeners rank=${rank} (\\[.*\\])`).exec(stdout);
+  assert.ok(m, stdout);
+  return JSON.parse(m[1]);
+}
+const isLoopback = (address) => /^(127\.|::1:|::ffff:127\.)/.test(address);
+
+test('a single-machine job listens on no interface but loopback (the rendezvous opens no port)', async () => {
+  const r = await run([LAUNCHER, '--nproc', '2', RANK_SCRIPT, 'listeners'], { killAfterMs: 60000 });
+  assert.equal(r.code, 0, r.stderr);
+  for (const rank of [0, 1]) {
+    const addresses = listenersOf(r.stdout, rank);
+    assert.deepEqual(addresses.filter((a) => !isLoopback(a)), [], `rank ${rank} listens on ${addresses.join(', ')}`);
+  }
+});
+
+test('a busy master port: a single machine does not need it; node 0 of several says the port is in use, blaming no rank', async () => {
+  const busy = createServer();
+  await new Promise((resolve) => busy.listen(0, resolve)); // every interface, as a TCPStore would
+  const port = busy.address().port;
+  try {
+    const single = await run([LAUNCHER, '--nproc', '2', '--master-port', String(port), RANK_SCRIPT, 'launched'], { killAfterMs: 60000 });
+    assert.equal(single.code, 0, single.stderr);
+    assert.match(single.stdout, /launched rank=1 world=2 local=1 sum=3/);
+    const node0 = await run(
+      [LAUNCHER, '--nnodes', '2', '--node-rank', '0', '--nproc', '1', '--master-addr', LOOPBACK, '--master-port', String(port), RANK_SCRIPT, 'launched'],
+      { killAfterMs: 60000 },
+    );
+    assert.notEqual(node0.code, 0);
+    assert.match(node0.stderr, new RegExp(`The master port ${port} is already in use on this machine`));
+    assert.match(node0.stderr, /--master-port/);
+    assert.doesNotMatch(node0.stderr, /rank \d+ \(local rank/);
+  } finally {
+    await new Promise((resolve) => busy.close(resolve));
+  }
 });

@@ -98,3 +98,28 @@ test('the intra-op thread count can be set', () => {
   setNumThreads(before);
   assert.throws(() => setNumThreads(0), (e) => e.code === 'ERR_INVALID_ARG' && /threads/.test(e.message));
 });
+
+test('conversions to an integer dtype refuse NaN, fractions and out-of-range values, naming the index and value', () => {
+  const refused = (data, dtype, pattern) =>
+    assert.throws(() => Tensor.from(data, [data.length], dtype), (e) => e instanceof SegtoolError && e.code === 'ERR_INVALID_ARG' && pattern.test(e.message), `${data.constructor.name} -> ${dtype}`);
+  refused(Float32Array.of(1, NaN), 'int64', /data\[1\] = NaN to int64: NaN is not an integer/);
+  refused(Float64Array.of(0, 1, 300), 'uint8', /data\[2\] = 300 to uint8: out of range \(expected an integer in \[0, 255\]\)/);
+  refused(Float64Array.of(-1), 'uint8', /data\[0\] = -1 to uint8: out of range/);
+  refused(Float32Array.of(2.5), 'int32', /data\[0\] = 2\.5 to int32: not a whole number/);
+  refused(Float64Array.of(Infinity), 'int16', /data\[0\] = Infinity to int16: not finite/);
+  refused(Float64Array.of(2 ** 63), 'int64', /data\[0\] = 9223372036854776000 to int64: out of range/);
+  refused(Int32Array.of(5, 70000), 'int16', /data\[1\] = 70000 to int16: out of range/);
+  refused(Int32Array.of(-2), 'uint8', /data\[0\] = -2 to uint8/);
+  refused(BigInt64Array.of(1n, 2n ** 40n), 'int32', /data\[1\] = 1099511627776n to int32: out of range/);
+  // What fits converts exactly.
+  const a = Tensor.from(Float64Array.of(-(2 ** 53), 0, 2 ** 53), [3], 'int64');
+  assert.deepEqual(Array.from(a.data()), [-(2n ** 53n), 0n, 2n ** 53n]);
+  const b = Tensor.from(Float32Array.of(0, 255), [2], 'uint8');
+  assert.deepEqual(Array.from(b.data()), [0, 255]);
+  const c = Tensor.from(Int32Array.of(-1, 149), [2], 'int64');
+  assert.deepEqual(Array.from(c.data()), [-1n, 149n]);
+  // Float targets take any value.
+  const d = Tensor.from(Float64Array.of(NaN, 1e300), [2], 'float32');
+  assert.ok(Number.isNaN(d.data()[0]));
+  for (const t of [a, b, c, d]) t.dispose();
+});

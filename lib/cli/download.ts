@@ -11,14 +11,15 @@ import { Command } from 'commander';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { Stats } from 'node:fs';
-import { copyFile, link, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { checkWeightsFile } from '../checkpoint.js';
 import { BUNDLED_CONFIGS, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig, type BundledConfigName } from '../config/index.js';
 import { listFolder } from '../data/index.js';
 import { cachedPath, fetchCached, mirrorBase, type FetchCachedResult } from '../download/cache.js';
 import { hashFile, type Checksum, type DownloadProgress } from '../download/fetch.js';
 import { SegtoolError } from '../errors.js';
+import { placeFileAtomic, writeFileAtomic } from '../io/files.js';
 import { IMAGENET_CHECKPOINTS, imagenetCheckEncoder, type ImagenetCheckpoint } from '../imagenet.js';
 import { fetchImagenetCheckpoint } from '../train/pretrained.js';
 import { abortOnInterrupt } from './common.js';
@@ -56,7 +57,7 @@ export async function writeAde20kLists(dataDir: string, onProgress?: (message: s
       }),
     );
     const path = join(dataDir, list);
-    await writeFile(path, `${lines.join('\n')}\n`);
+    await writeFileAtomic(path, `${lines.join('\n')}\n`, 'list file');
     written.push(path);
   }
   return written;
@@ -162,16 +163,7 @@ async function placeCopy(cached: FetchCachedResult, dest: string, linkedBefore?:
       `${dest} is not the released file (sha256 ${actual}, the released one is ${cached.sha256}): your own weights, or a damaged copy? Move or delete it, or choose another folder with --dir`,
     );
   }
-  const temporary = `${dest}.${process.pid}.tmp`;
-  await mkdir(dirname(dest), { recursive: true });
-  await rm(temporary, { force: true });
-  try {
-    await link(cached.path, temporary).catch(() => copyFile(cached.path, temporary));
-    await rename(temporary, dest);
-  } catch (error) {
-    await rm(temporary, { force: true });
-    throw error;
-  }
+  await placeFileAtomic(cached.path, dest, 'weights file');
   return true;
 }
 

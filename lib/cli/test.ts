@@ -6,7 +6,8 @@
  * --probabilities NAME_prob.safetensors (float32 [numClass, H, W]).
  */
 import { Command } from 'commander';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { writeFileAtomic } from '../io/files.js';
 import { dirname, extname, join, relative, resolve } from 'node:path';
 import { SegtoolError } from '../errors.js';
 import { defaultClassInfo } from '../classes.js';
@@ -53,13 +54,13 @@ export async function writeTestOutputs(
   const { width, height } = result;
   const panel = visualizationPanel({ image: { data: result.image.data, width, height, channels: 3 }, pred: result.labels, palette: options.palette });
   const files: WrittenFiles = { panel: `${stem}.png`, label: `${stem}_label.png` };
-  await writeFile(files.panel, await encodePng(panel.data, panel.width, panel.height));
-  await writeFile(files.label, await encodeLabelPng(result.labels, width, height));
+  await writeFileAtomic(files.panel, await encodePng(panel.data, panel.width, panel.height));
+  await writeFileAtomic(files.label, await encodeLabelPng(result.labels, width, height));
   if (options.confidence) {
     const gray = new Uint8Array(width * height);
     for (let i = 0; i < gray.length; i++) gray[i] = Math.round(result.confidence[i]! * 255);
     files.confidence = `${stem}_confidence.png`;
-    await writeFile(files.confidence, await encodePng(gray, width, height, { channels: 1 }));
+    await writeFileAtomic(files.confidence, await encodePng(gray, width, height, { channels: 1 }));
   }
   if (options.probabilities) {
     const tensor = Tensor.from(result.probabilities!, [result.numClass, height, width]);

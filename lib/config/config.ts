@@ -6,10 +6,9 @@
  * nearest known one. All problems of one file are reported together.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { LineCounter, isMap, isScalar, parse as parseYamlValue, parseDocument, type Node as YamlNode } from 'yaml';
 import { SegtoolError } from '../errors.js';
+import { readInputFile, writeFileAtomic } from '../io/files.js';
 import { nearest } from '../validate.js';
 import { bundledConfigPath, findBundledConfig, suggestBundledConfig } from './bundled.js';
 import { ENCODER_CHANNELS } from './names.js';
@@ -314,12 +313,8 @@ export function resolveConfigPath(pathOrName: string): string {
  */
 export async function loadConfig(pathOrName: string, overrides?: ConfigOverrides): Promise<SegtoolConfig> {
   const path = resolveConfigPath(pathOrName);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (cause) {
-    throw new SegtoolError('ERR_NOT_FOUND', `Cannot read config ${path}: ${(cause as Error).message}`, { cause });
-  }
+  // A regular file within SEGTOOL_MAX_CONFIG_BYTES (1 MiB): a FIFO or /dev/zero is refused.
+  const text = (await readInputFile(path, 'config')).toString('utf8');
   return parseConfig(text, { source: path, overrides });
 }
 
@@ -464,15 +459,6 @@ export async function saveConfig(cfg: SegtoolConfig, path: string): Promise<void
   if (typeof path !== 'string' || path.length === 0) {
     throw new SegtoolError('ERR_INVALID_ARG', `Expected a non-empty string for path but received ${show(path)}`);
   }
-  const text = stringifyConfig(cfg);
-  await mkdir(dirname(path), { recursive: true });
-  // Write then rename so a crash never leaves a half-written config.yaml behind.
-  const temporary = `${path}.${process.pid}.tmp`;
-  try {
-    await writeFile(temporary, text, 'utf8');
-    await rename(temporary, path);
-  } catch (cause) {
-    await rm(temporary, { force: true });
-    throw cause;
-  }
+  // Written atomically, so a crash never leaves a half-written config.yaml behind.
+  await writeFileAtomic(path, stringifyConfig(cfg), 'config');
 }

@@ -6,9 +6,10 @@
  * byte for images, full values for annotations; EXIF orientation applied by default; embedded ICC
  * profiles ignored (the reference never applied them, and the weights learnt raw values).
  */
-import { readFile } from 'node:fs/promises';
 import type sharpFactory from 'sharp';
+import type { Metadata as SharpMetadata, Sharp } from 'sharp';
 import { SegtoolError } from '../errors.js';
+import { readInputFile } from '../io/files.js';
 import { resolveDecodeOptions, type DecodeOptions, type ImageDecoderName, type ResolvedDecodeOptions } from './options.js';
 import { expectString } from '../validate.js';
 import { decodePng, isPng, PngError } from './png.js';
@@ -58,16 +59,55 @@ export function loadSharp(): Promise<SharpFactory> {
   return sharpPromise;
 }
 
-/** Reads a whole file; a missing file is ERR_NOT_FOUND naming what it was meant to be. */
-export async function readBytes(path: string, what: string): Promise<Buffer> {
+/** What readBytes reads, and the limit (lib/io/files.ts READ_LIMITS) that bounds it. */
+export type InputFileKind = 'image' | 'annotation' | 'list file';
+
+/**
+ * Reads a whole regular file within its kind's byte limit (lib/io/files.ts READ_LIMITS): a
+ * missing file is ERR_NOT_FOUND naming what it was meant to be; a folder, FIFO, device or
+ * socket, or a file over the limit, is ERR_BAD_FILE; an aborted `signal` is ERR_ABORTED.
+ */
+export function readBytes(path: string, what: InputFileKind, signal?: AbortSignal): Promise<Buffer> {
+  return readInputFile(path, what === 'list file' ? 'list' : what, signal);
+}
+
+/**
+ * The raster formats segtool decodes, as sharp's metadata names them. Vector and document
+ * formats (SVG, PDF) and anything else sharp might load are refused: they would be rendered at a
+ * size of the file's choosing, and are not photographs.
+ */
+export const SUPPORTED_IMAGE_FORMATS: readonly string[] = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif', 'avif'];
+/** Annotations: PNG (decoded by lib/data/png.ts) or single-channel TIFF (through sharp). */
+export const SUPPORTED_ANNOTATION_FORMATS: readonly string[] = ['png', 'tiff'];
+const IMAGE_TYPES_TEXT = 'JPEG, PNG, WebP, GIF, TIFF, AVIF or HEIF';
+
+/**
+ * Throws ERR_BAD_IMAGE naming `path` and the supported types unless `format` (sharp's
+ * metadata().format) is one of the supported ones for `kind`. Every decode path calls this.
+ */
+export function checkImageFormat(format: string | undefined, path: string, kind: 'image' | 'annotation' = 'image'): void {
+  const allowed = kind === 'image' ? SUPPORTED_IMAGE_FORMATS : SUPPORTED_ANNOTATION_FORMATS;
+  if (format !== undefined && allowed.includes(format)) return;
+  const name = (format ?? 'unknown').toUpperCase();
+  throw new SegtoolError(
+    'ERR_BAD_IMAGE',
+    kind === 'image'
+      ? `Cannot decode image ${path}: ${name} is not a supported image type (expected ${IMAGE_TYPES_TEXT})`
+      : `Cannot decode annotation ${path}: ${name} is not a supported annotation type (expected PNG or single-channel TIFF)`,
+  );
+}
+
+/** sharp's metadata, with its errors as ERR_BAD_IMAGE naming the file. */
+async function sharpMetadata(image: Sharp, path: string, what: string): Promise<SharpMetadata> {
   try {
-    return await readFile(path);
+    return await image.metadata();
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') {
-      throw new SegtoolError('ERR_NOT_FOUND', `${what} not found: ${path}`, { cause: error });
-    }
-    throw new SegtoolError('ERR_BAD_FILE', `Cannot read ${what} ${path}: ${(error as Error).message}`, { cause: error });
+    const reason = (error as Error).message.split('\n')[0]!;
+    throw new SegtoolError(
+      'ERR_BAD_IMAGE',
+      `Cannot decode ${what} ${path}: ${/unsupported image format/i.test(reason) ? `not a supported ${what} type (expected ${what === 'image' ? IMAGE_TYPES_TEXT : 'PNG or single-channel TIFF'})` : reason}`,
+      { cause: error },
+    );
   }
 }
 
@@ -84,8 +124,10 @@ export async function decodeImage(bytes: Uint8Array, path: string, options: Reso
 async function decodeWithSharp(bytes: Uint8Array, path: string, options: ResolvedDecodeOptions): Promise<RgbImage> {
   const sharp = await loadSharp();
   let result: { data: Buffer; info: { width: number; height: number; channels: number } };
+  const image = sharp(bytes, { failOn: 'error', ignoreIcc: true, autoOrient: options.exif === 'apply' });
+  checkImageFormat((await sharpMetadata(image, path, 'image')).format, path);
   try {
-    result = await sharp(bytes, { failOn: 'error', ignoreIcc: true, autoOrient: options.exif === 'apply' })
+    result = await image
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
@@ -139,8 +181,10 @@ export async function decodeLabel(bytes: Uint8Array, path: string, decoder: Imag
   } else {
     if (decoder === 'jimp') throw fail('annotations must be PNG files when decoder is jimp');
     const sharp = await loadSharp();
+    const image = sharp(bytes, { failOn: 'error', ignoreIcc: true });
+    checkImageFormat((await sharpMetadata(image, path, 'annotation')).format, path, 'annotation');
     try {
-      const out = await sharp(bytes, { failOn: 'error', ignoreIcc: true }).raw().toBuffer({ resolveWithObject: true });
+      const out = await image.raw().toBuffer({ resolveWithObject: true });
       ({ channels, width, height } = out.info);
       data = new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.length);
     } catch (error) {
@@ -179,8 +223,9 @@ export async function readImageSize(path: string, options: ResolvedDecodeOptions
     return { width: image.width, height: image.height };
   }
   const sharp = await loadSharp();
+  const meta = await sharpMetadata(sharp(bytes), path, 'image');
+  checkImageFormat(meta.format, path);
   try {
-    const meta = await sharp(bytes).metadata();
     if (!meta.width || !meta.height) throw new Error('no size in header');
     const swap = options.exif === 'apply' && (meta.orientation ?? 1) >= 5;
     return swap ? { width: meta.height, height: meta.width } : { width: meta.width, height: meta.height };
@@ -189,16 +234,32 @@ export async function readImageSize(path: string, options: ResolvedDecodeOptions
   }
 }
 
-/** Reads and decodes an image file to 8-bit RGB, as the pipeline sees it. */
-export async function readImage(path: string, options: DecodeOptions = {}): Promise<RgbImage> {
-  expectString('path', path);
-  const decode = resolveDecodeOptions(options);
-  return decodeImage(await readBytes(path, 'image'), path, decode);
+/** Where a read may be cancelled: `signal` stops reading the file (ERR_ABORTED). */
+export interface ReadOptions {
+  signal?: AbortSignal;
 }
 
-/** Reads an annotation file: one class value per pixel, as stored (0 = unlabeled in ADE20K). */
-export async function readLabel(path: string, options: DecodeOptions = {}): Promise<LabelMap> {
+function expectSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined || signal instanceof AbortSignal) return signal;
+  throw new SegtoolError('ERR_INVALID_ARG', `Expected an AbortSignal for signal but received ${typeof signal}`);
+}
+
+/**
+ * Reads and decodes an image file to 8-bit RGB, as the pipeline sees it. The file must be a
+ * regular file within SEGTOOL_MAX_IMAGE_BYTES (default 256 MiB) of a raster type.
+ */
+export async function readImage(path: string, options: DecodeOptions & ReadOptions = {}): Promise<RgbImage> {
   expectString('path', path);
   const decode = resolveDecodeOptions(options);
-  return decodeLabel(await readBytes(path, 'annotation'), path, decode.decoder);
+  return decodeImage(await readBytes(path, 'image', expectSignal(options.signal)), path, decode);
+}
+
+/**
+ * Reads an annotation file: one class value per pixel, as stored (0 = unlabeled in ADE20K). The
+ * file must be a regular file within SEGTOOL_MAX_ANNOTATION_BYTES (default 64 MiB).
+ */
+export async function readLabel(path: string, options: DecodeOptions & ReadOptions = {}): Promise<LabelMap> {
+  expectString('path', path);
+  const decode = resolveDecodeOptions(options);
+  return decodeLabel(await readBytes(path, 'annotation', expectSignal(options.signal)), path, decode.decoder);
 }

@@ -33,6 +33,8 @@ export interface ListSelection {
 export interface OdgtOptions extends ListSelection {
   /** Directory the list's paths are relative to (DATASET.root_dataset); default: the current directory. */
   root?: string;
+  /** Stops reading the list (ERR_ABORTED). */
+  signal?: AbortSignal;
 }
 
 /** Applies max_sample then start/end, as the reference did; an empty result is an error. */
@@ -99,12 +101,16 @@ export function parseOdgt(text: string, options: { source?: string; root?: strin
   return records;
 }
 
-/** Reads an .odgt file and applies the selection. */
+/**
+ * Reads an .odgt file and applies the selection. The file must be a regular file within
+ * SEGTOOL_MAX_LIST_BYTES (default 256 MiB).
+ */
 export async function readOdgt(file: string, options: OdgtOptions = {}): Promise<SampleRecord[]> {
   expectString('file', file);
   expectObject('options', options, true);
   const root = options.root === undefined ? '.' : expectString('root', options.root);
-  const text = (await readBytes(file, 'list file')).toString('utf8');
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('signal', 'an AbortSignal', options.signal);
+  const text = (await readBytes(file, 'list file', options.signal)).toString('utf8');
   const records = parseOdgt(text, { source: file, root });
   if (records.length === 0) throw new SegtoolError('ERR_BAD_FILE', `${file} lists no samples`);
   return selectSamples(records, options, file);

@@ -68,9 +68,13 @@ export function decodePng(bytes: Uint8Array): PngImage {
       idat.push(data);
     } else if (type === 'IEND') {
       ended = true;
+      pos = dataEnd + 4;
       break;
     }
     pos = dataEnd + 4;
+  }
+  if (ended && pos < bytes.length) {
+    throw new PngError(`${bytes.length - pos} bytes of data after the IEND chunk (a PNG ends with IEND)`);
   }
   if (!header) throw new PngError('no IHDR chunk');
   if (!ended) throw new PngError('truncated file (no IEND chunk)');
@@ -82,22 +86,38 @@ export function decodePng(bytes: Uint8Array): PngImage {
   if (width === 0 || height === 0 || width * height > MAX_PIXELS) throw new PngError(`bad size ${width}x${height}`);
   if (interlace > 1) throw new PngError(`unknown interlace method ${interlace}`);
 
-  let raw: Buffer;
-  try {
-    raw = inflateSync(Buffer.concat(idat));
-  } catch (error) {
-    throw new PngError(`compressed data is corrupt (${(error as Error).message})`);
-  }
   const bitsPerPixel = channels * bitDepth;
   const bytesPerPixel = Math.max(1, bitsPerPixel >> 3);
-  const out = bitDepth === 16 ? new Uint16Array(width * height * channels) : new Uint8Array(width * height * channels);
 
   // Adam7 passes: [x0, y0, dx, dy]; non-interlaced is one pass covering everything.
-  const passes = interlace
-    ? [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]]
-    : [[0, 0, 1, 1]];
+  const passes = (
+    interlace
+      ? [[0, 0, 8, 8], [4, 0, 8, 8], [0, 4, 4, 8], [2, 0, 4, 4], [0, 2, 2, 4], [1, 0, 2, 2], [0, 1, 1, 2]]
+      : [[0, 0, 1, 1]]
+  ) as Array<[number, number, number, number]>;
+  // What the IHDR declares: each pass's rows, each a filter byte and its packed samples. The
+  // compressed data may inflate to exactly this and no more (a small file must not become a
+  // huge buffer unless its header says the image is that large).
+  let declared = 0;
+  for (const [x0, y0, dx, dy] of passes) {
+    const passWidth = Math.ceil((width - x0) / dx);
+    const passHeight = Math.ceil((height - y0) / dy);
+    if (passWidth > 0 && passHeight > 0) declared += passHeight * (Math.ceil((passWidth * bitsPerPixel) / 8) + 1);
+  }
+  let raw: Buffer;
+  try {
+    raw = inflateSync(Buffer.concat(idat), { maxOutputLength: declared });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new PngError(`compressed data inflates to more than the ${declared} bytes a ${width}x${height} image declares`);
+    }
+    throw new PngError(`compressed data is corrupt (${(error as Error).message})`);
+  }
+  if (raw.length !== declared) throw new PngError(`image data is truncated (${raw.length} of ${declared} bytes)`);
+  const out = bitDepth === 16 ? new Uint16Array(width * height * channels) : new Uint8Array(width * height * channels);
+
   let offset = 0;
-  for (const [x0, y0, dx, dy] of passes as Array<[number, number, number, number]>) {
+  for (const [x0, y0, dx, dy] of passes) {
     const passWidth = Math.ceil((width - x0) / dx);
     const passHeight = Math.ceil((height - y0) / dy);
     if (passWidth <= 0 || passHeight <= 0) continue;

@@ -1,5 +1,6 @@
 /**
- * Communicator: collectives between the ranks of a job (c10d underneath: TCPStore rendezvous,
+ * Communicator: collectives between the ranks of a job (c10d underneath: TCPStore rendezvous —
+ * or a FileStore, without any port, for a single-machine job started by the launcher —
  * Gloo for CPU tensors, NCCL for CUDA ones). Calls on one communicator run one at a time, in
  * the order they were made — every rank must make the same calls in the same order with
  * tensors of the same shapes and dtypes. A rank that dies or hangs makes the others' calls
@@ -23,6 +24,11 @@ export interface CommunicatorOptions {
   masterAddr?: string;
   /** The rendezvous port rank 0 listens on. Default: MASTER_PORT, else 29500. */
   masterPort?: number;
+  /**
+   * Rendezvous through this file (a c10d FileStore) instead of a port: no socket is opened.
+   * Default: SEGTOOL_RENDEZVOUS_FILE, which the launcher sets for single-machine jobs.
+   */
+  rendezvousFile?: string;
   /** Bound on the rendezvous and on every collective. Default: SEGTOOL_DIST_TIMEOUT_MS, else 300000. */
   timeoutMs?: number;
   /** 'gloo' (CPU tensors, default) or 'nccl' (CUDA tensors; CUDA builds only). */
@@ -33,7 +39,9 @@ export interface CommunicatorOptions {
 
 const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
 
-function resolveOptions(options: CommunicatorOptions, available: readonly string[]): Required<CommunicatorOptions> {
+type ResolvedOptions = Required<Omit<CommunicatorOptions, 'rendezvousFile'>> & { storeFile?: string };
+
+function resolveOptions(options: CommunicatorOptions, available: readonly string[]): ResolvedOptions {
   if (typeof options !== 'object' || options === null) throw invalid('options', 'an object', options);
   const env = distributedEnv();
   const worldSize = expectInteger('options.worldSize', options.worldSize ?? env?.worldSize ?? 1, 1, 65536);
@@ -45,9 +53,11 @@ function resolveOptions(options: CommunicatorOptions, available: readonly string
       `This build of segtool has no ${backend} backend (available: ${available.join(', ') || 'none'}); NCCL needs a CUDA LibTorch`,
     );
   }
+  const storeFile = options.rendezvousFile === undefined ? env?.rendezvousFile : expectString('options.rendezvousFile', options.rendezvousFile);
   return {
     rank,
     worldSize,
+    ...(storeFile !== undefined && worldSize > 1 ? { storeFile } : {}),
     masterAddr: expectString('options.masterAddr', options.masterAddr ?? env?.masterAddr ?? '127.0.0.1'),
     masterPort: expectInteger('options.masterPort', options.masterPort ?? env?.masterPort ?? DEFAULT_MASTER_PORT, 1, 65535),
     timeoutMs: expectInteger('options.timeoutMs', options.timeoutMs ?? timeoutFromEnv(), 1, 2 ** 31 - 1),
@@ -77,7 +87,7 @@ export class Communicator {
   /** The last queued call: each call starts when the one before it has settled. */
   private tail: Promise<unknown> = Promise.resolve();
 
-  private constructor(handle: NativeCommunicator, options: Required<CommunicatorOptions>) {
+  private constructor(handle: NativeCommunicator, options: ResolvedOptions) {
     this.handle = handle;
     this.rank = options.rank;
     this.worldSize = options.worldSize;

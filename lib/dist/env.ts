@@ -16,7 +16,15 @@ export interface DistributedEnv {
   masterPort: number;
   /** SEGTOOL_DEVICE (e.g. "cuda:2") when the launcher assigned a device, else undefined. */
   device?: string;
+  /**
+   * SEGTOOL_RENDEZVOUS_FILE: set by the launcher for a single-machine job. The ranks rendezvous
+   * through this file (a c10d FileStore in a folder only this user can open) and no port is opened.
+   */
+  rendezvousFile?: string;
 }
+
+/** The variable the launcher sets for a single-machine job's rendezvous file. */
+export const RENDEZVOUS_FILE_ENV = 'SEGTOOL_RENDEZVOUS_FILE';
 
 /** Collective and rendezvous timeout when neither options nor SEGTOOL_DIST_TIMEOUT_MS say. */
 export const DEFAULT_TIMEOUT_MS = 300_000;
@@ -61,6 +69,8 @@ export function distributedEnv(env: NodeJS.ProcessEnv = process.env): Distribute
     );
   }
   const device = env['SEGTOOL_DEVICE'] || undefined;
+  const rendezvousFile = env[RENDEZVOUS_FILE_ENV] || undefined;
+  if (rendezvousFile !== undefined && !rendezvousFile.startsWith('/')) throw envError(RENDEZVOUS_FILE_ENV, 'an absolute path', rendezvousFile);
   return {
     rank,
     worldSize,
@@ -69,6 +79,7 @@ export function distributedEnv(env: NodeJS.ProcessEnv = process.env): Distribute
     masterAddr: masterAddr ?? '127.0.0.1',
     masterPort: masterPort ?? DEFAULT_MASTER_PORT,
     ...(device ? { device } : {}),
+    ...(rendezvousFile ? { rendezvousFile } : {}),
   };
 }
 

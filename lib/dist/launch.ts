@@ -5,18 +5,25 @@
  * with --gpus). Multi-node: run it on every machine with the same --nnodes, --master-addr and
  * --master-port and that machine's --node-rank.
  *
+ * Rendezvous: on one machine (--nnodes 1) the ranks meet through a file in a private temporary
+ * folder (SEGTOOL_RENDEZVOUS_FILE): nothing listens on the network. With several machines rank 0
+ * serves c10d's TCPStore on --master-port on every interface of node 0 (LibTorch 1.13 cannot bind
+ * it to one); the launcher on node 0 checks that the port is free first.
+ *
  * Faults: when a rank exits non-zero or by a signal, the launcher names it, stops the other
  * ranks (SIGTERM, SIGKILL after a grace period) and fails; SIGINT/SIGTERM to the launcher
  * stops every rank. As a command: `node dist/dist/launch.js --nproc 2 script.mjs [args]`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { SegtoolError } from '../errors.js';
 import { expectInteger, expectString, invalid } from '../validate.js';
-import { DEFAULT_MASTER_PORT, distributedEnv } from './env.js';
+import { DEFAULT_MASTER_PORT, distributedEnv, RENDEZVOUS_FILE_ENV } from './env.js';
 
 export interface LaunchOptions {
   /** Ranks on this machine (CPU ranks). Default: one per --gpus device, else 1. */
@@ -89,6 +96,29 @@ export function findFreePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+/** Ranks one machine may run: never more than this (a process each, and a full mesh of connections). */
+export const MAX_LOCAL_RANKS = 64;
+/** CPU ranks per core: more only time-slice the same cores (each rank has its own model and threads). */
+export const CPU_RANKS_PER_CORE = 4;
+
+/** The most CPU ranks (--nproc without --gpus) this machine can run, and why. */
+export function maxCpuRanks(cores = availableParallelism()): { limit: number; reason: string } {
+  const byCores = Math.max(1, cores * CPU_RANKS_PER_CORE);
+  return byCores < MAX_LOCAL_RANKS
+    ? { limit: byCores, reason: `${CPU_RANKS_PER_CORE} per CPU core on this machine's ${cores} core(s): each rank is a process with its own model copy and threads` }
+    : { limit: MAX_LOCAL_RANKS, reason: `at most ${MAX_LOCAL_RANKS} ranks per machine (one process each, all connected to each other)` };
+}
+
+/** Whether `port` can be listened on (on every interface, as rank 0's TCPStore will); false when in use. */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', (error: NodeJS.ErrnoException) => resolve(error.code !== 'EADDRINUSE' && error.code !== 'EACCES'));
+    server.listen(port, () => server.close(() => resolve(true)));
+  });
+}
+
 interface Plan {
   devices: number[] | undefined;
   localRanks: number;
@@ -115,6 +145,12 @@ function plan(options: LaunchOptions): Plan {
     throw new SegtoolError('ERR_INVALID_ARG', `--nproc ${localRanks} and --gpus ${devices.join(',')} disagree: one rank runs per GPU`);
   }
   localRanks = devices?.length ?? localRanks;
+  if (!devices) {
+    const { limit, reason } = maxCpuRanks();
+    if (localRanks > limit) {
+      throw new SegtoolError('ERR_INVALID_ARG', `--nproc ${localRanks} is more CPU ranks than this machine can run: the limit is ${limit} (${reason})`);
+    }
+  }
   const nnodes = expectInteger('--nnodes', options.nnodes ?? 1, 1, 65536);
   const nodeRank = expectInteger('--node-rank', options.nodeRank ?? 0, 0, nnodes - 1);
   if (nnodes > 1 && options.masterAddr === undefined) {
@@ -172,7 +208,18 @@ export async function launch(argv: readonly string[], options: LaunchOptions = {
   const graceMs = expectInteger('options.graceMs', options.graceMs ?? 5000, 0);
   const log = options.log ?? ((message: string) => process.stderr.write(`segtool launch: ${message}\n`));
   const baseEnv = options.env ?? process.env;
+  if (p.nnodes > 1 && p.nodeRank === 0 && p.masterPort !== undefined && !(await portFree(p.masterPort))) {
+    // Rank 0's TCPStore could not listen: say so, instead of the first rank to fail on it.
+    throw new SegtoolError(
+      'ERR_DISTRIBUTED',
+      `The master port ${p.masterPort} is already in use on this machine (node 0, where rank 0 serves the rendezvous). ` +
+        'Choose a free port with --master-port (the same on every node) or stop the process that holds it.',
+    );
+  }
   const masterPort = p.masterPort ?? (await findFreePort(p.masterAddr === 'localhost' ? '127.0.0.1' : p.masterAddr));
+  // One machine: the ranks rendezvous through a file in a folder only this user can open, so no
+  // port is opened at all (LibTorch's TCPStore would listen on every interface).
+  const rendezvousDir = p.nnodes === 1 ? await mkdtemp(join(tmpdir(), 'segtool-rendezvous-')) : undefined;
   const worldSize = p.nnodes * p.localRanks;
   const prefix = options.prefixOutput ?? p.localRanks > 1;
   // Several CPU ranks on one machine share its cores unless told otherwise (as torchrun).
@@ -216,6 +263,7 @@ export async function launch(argv: readonly string[], options: LaunchOptions = {
           GROUP_RANK: String(p.nodeRank),
           MASTER_ADDR: p.masterAddr,
           MASTER_PORT: String(masterPort),
+          ...(rendezvousDir ? { [RENDEZVOUS_FILE_ENV]: join(rendezvousDir, 'store') } : { [RENDEZVOUS_FILE_ENV]: '' }),
           ...(threads ? { OMP_NUM_THREADS: threads } : {}),
           ...(p.devices ? { SEGTOOL_DEVICE: `cuda:${p.devices[localRank]}`, SEGTOOL_GPUS: p.devices.join(',') } : {}),
         };
@@ -250,6 +298,7 @@ export async function launch(argv: readonly string[], options: LaunchOptions = {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     if (killTimer) clearTimeout(killTimer);
+    if (rendezvousDir) await rm(rendezvousDir, { recursive: true, force: true });
   }
 
   exits.sort((a, b) => a.rank - b.rank);

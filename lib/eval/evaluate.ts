@@ -5,7 +5,7 @@
  * per image — plus a metrics JSON file in DIR and, with `visualize`, DIR/result/<name>.png
  * panels (image | ground truth | prediction).
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { classInfoFromConfig, defaultClassName, type ClassInfo } from '../classes.js';
 import type { ConfigOverrides, SegtoolConfig } from '../config/index.js';
@@ -17,7 +17,7 @@ import { ShardedMetrics, shardRange } from '../dist/eval.js';
 import { SegmentationModel } from '../model.js';
 import { setNumThreads } from '../tensor.js';
 import { readSampleList, resolveConfigInput, type ConfigInput } from '../train/common.js';
-import { writeJsonAtomic } from '../io/files.js';
+import { writeFileAtomic, writeJsonAtomic } from '../io/files.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
 import { predictMultiScale } from '../inference/infer.js';
 import { MetricsAccumulator } from './metrics.js';
@@ -208,7 +208,7 @@ async function evaluateShard(
           palette: classInfo.palette,
         });
         const name = basename(sample.path, extname(sample.path));
-        await writeFile(join(resultDir, `${name}.png`), await encodePng(panel.data, panel.width, panel.height));
+        await writeFileAtomic(join(resultDir, `${name}.png`), await encodePng(panel.data, panel.width, panel.height));
       }
       done++;
       emit({ type: 'image', done, total: records.length, path: sample.path, accuracy: image.accuracy, seconds });

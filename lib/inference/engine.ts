@@ -15,13 +15,13 @@
  * parallel (all native work of a process runs on one compute thread, and LibTorch already
  * spreads one image over every thread), so there are none.
  */
-import { stat } from 'node:fs/promises';
 import type { ClassInfo } from '../classes.js';
-import { loadSharp, readBytes } from '../data/decode.js';
+import { checkImageFormat, loadSharp } from '../data/decode.js';
 import { resolveDecodeOptions, type NormalizePreset, type ResolvedDecodeOptions } from '../data/options.js';
 import type { PreparedImage, PrepareSource } from '../data/pipeline.js';
 import { WorkerPool } from '../data/pool.js';
 import { SegtoolError } from '../errors.js';
+import { readFileBounded } from '../io/files.js';
 import type { SegmentationModel } from '../model.js';
 import { expectInteger, invalid } from '../validate.js';
 import { coverageFromCounts, encodePngOfColors, inferClasses, predictionViews, type ClassCoverage, type MultiScaleOutput } from './infer.js';
@@ -41,8 +41,6 @@ export type EngineInput = string | Uint8Array | ArrayBuffer | RawPixels;
 /** What a request can ask for. */
 export type EngineOutput = 'labels' | 'summary' | 'png' | 'probabilities' | 'original';
 
-/** Raster types decoded; anything else (SVG, PDF, ...) is refused from its header. */
-export const RASTER_FORMATS = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif', 'avif'];
 /** sharp's own decoding limit (0x3FFF x 0x3FFF). */
 export const DECODER_MAX_PIXELS = 0x3fff * 0x3fff;
 
@@ -110,28 +108,10 @@ async function inspectEncoded(bytes: Uint8Array, name: string, limits: Admission
       { cause: error },
     );
   }
-  const format = meta.format ?? 'unknown';
-  if (!RASTER_FORMATS.includes(format)) {
-    throw new SegtoolError('ERR_BAD_IMAGE', `Cannot decode ${name}: ${format.toUpperCase()} is not a supported image type (expected JPEG, PNG, WebP, GIF, TIFF, AVIF or HEIF)`);
-  }
+  checkImageFormat(meta.format, name); // raster types only: SVG, PDF, ... are refused from the header
   if (!meta.width || !meta.height) throw new SegtoolError('ERR_BAD_IMAGE', `Cannot decode ${name}: its header has no size`);
   checkPixels(meta.width, meta.height, name, limits);
   return { source: { kind: 'bytes', bytes, name }, width: meta.width, height: meta.height };
-}
-
-/** Reads an image file up to `maxBytes`; only regular files (a FIFO or a device is refused, never read). */
-async function readImageFile(path: string, limits: AdmissionLimits): Promise<Uint8Array> {
-  let info;
-  try {
-    info = await stat(path);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw new SegtoolError('ERR_NOT_FOUND', `image not found: ${path}`, { cause: error });
-    throw new SegtoolError('ERR_BAD_FILE', `Cannot read image ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  if (!info.isFile()) throw new SegtoolError('ERR_BAD_FILE', `image ${path} is not a regular file`);
-  if (info.size > limits.maxBytes) throw new SegtoolError('ERR_INVALID_ARG', `image ${path} is ${info.size} bytes, more than maxBytes (${limits.maxBytes})`);
-  return readBytes(path, 'image');
 }
 
 /**
@@ -139,10 +119,12 @@ async function readImageFile(path: string, limits: AdmissionLimits): Promise<Uin
  * pixels; nothing is decoded. Errors: ERR_BAD_IMAGE (not a supported raster image),
  * ERR_INVALID_ARG (over maxPixels / maxBytes, a bad input), ERR_NOT_FOUND, ERR_BAD_FILE.
  */
-export async function admitInput(input: EngineInput, limits: AdmissionLimits = DEFAULT_LIMITS): Promise<AdmittedImage> {
+export async function admitInput(input: EngineInput, limits: AdmissionLimits = DEFAULT_LIMITS, signal?: AbortSignal): Promise<AdmittedImage> {
   if (typeof input === 'string') {
     if (input.length === 0) throw invalid('input', 'an image path', input);
-    return inspectEncoded(await readImageFile(input, limits), input, limits);
+    // Regular files only (a FIFO or a device is refused, never read), up to maxBytes.
+    const bytes = await readFileBounded(input, { what: 'image', maxBytes: limits.maxBytes, limitName: 'maxBytes', ...(signal ? { signal } : {}) });
+    return inspectEncoded(bytes, input, limits);
   }
   if (input instanceof ArrayBuffer) return inspectEncoded(new Uint8Array(input), 'image bytes', limits);
   if (input instanceof Uint8Array) return inspectEncoded(input, 'image bytes', limits);
@@ -397,7 +379,7 @@ export class InferenceEngine {
     this.#admitted++;
     let placed = false;
     try {
-      const image = await admitInput(input, this.#settings.limits);
+      const image = await admitInput(input, this.#settings.limits, signal);
       checkComputeBudget(image, request.scales.length, request.flip, typeof input === 'string' ? input : 'the image', this.#settings.limits);
       if (this.#closed) throw new SegtoolError('ERR_DISPOSED', 'The Segmenter was closed');
       await this.#place(signal);

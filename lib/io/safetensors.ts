@@ -1,10 +1,9 @@
 /** safetensors files, read and written natively off the main thread. */
-import { open } from 'node:fs/promises';
 import { SegtoolError } from '../errors.js';
 import { loadNative, type NamedNativeTensors } from '../native.js';
 import { Tensor } from '../tensor.js';
 import { expectString, invalid } from '../validate.js';
-import { expectExistingFile } from './files.js';
+import { expectExistingFile, openRegularFile, prepareReplace } from './files.js';
 
 export type NamedTensors = Map<string, Tensor>;
 
@@ -35,6 +34,7 @@ export async function saveSafetensors(
   for (const [key, value] of Object.entries(metadata)) {
     if (typeof value !== 'string') throw invalid(`metadata["${key}"]`, 'a string', value);
   }
+  await prepareReplace(path, 'safetensors file');
   await (await loadNative()).writeSafetensors(path, handles, metadata);
 }
 
@@ -51,8 +51,8 @@ const MAX_HEADER_BYTES = 100_000_000;
  * tensor data is read): cheap even for a large checkpoint.
  */
 export async function readSafetensorsMetadata(path: string): Promise<Record<string, string>> {
-  const file = expectExistingFile('path', path);
-  const handle = await open(file, 'r');
+  const file = expectString('path', path);
+  const { handle } = await openRegularFile(file, 'safetensors file');
   try {
     const head = Buffer.alloc(8);
     const { bytesRead } = await handle.read(head, 0, 8, 0);

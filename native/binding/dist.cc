@@ -163,7 +163,7 @@ class CommunicatorHandle : public Napi::ObjectWrap<CommunicatorHandle> {
   int in_flight_ = 0;
 };
 
-// createCommunicator({rank, worldSize, masterAddr, masterPort, timeoutMs, backend, bucketBytes})
+// createCommunicator({rank, worldSize, masterAddr, masterPort, storeFile?, timeoutMs, backend, bucketBytes})
 // -> Promise<CommunicatorHandle>, settled once every rank has joined.
 Napi::Value create_communicator(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -174,6 +174,7 @@ Napi::Value create_communicator(const Napi::CallbackInfo& info) {
   options.world_size = o.Get("worldSize").As<Napi::Number>().Int32Value();
   options.master_addr = o.Get("masterAddr").As<Napi::String>().Utf8Value();
   options.master_port = o.Get("masterPort").As<Napi::Number>().Int32Value();
+  if (o.Get("storeFile").IsString()) options.store_file = o.Get("storeFile").As<Napi::String>().Utf8Value();
   options.timeout = std::chrono::milliseconds(o.Get("timeoutMs").As<Napi::Number>().Int64Value());
   options.backend = o.Get("backend").As<Napi::String>().Utf8Value() == "nccl" ? dist::Backend::Nccl : dist::Backend::Gloo;
   if (o.Get("bucketBytes").IsNumber()) options.bucket_bytes = o.Get("bucketBytes").As<Napi::Number>().Int64Value();

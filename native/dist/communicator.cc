@@ -31,6 +31,7 @@
 #define SEGTOOL_HAS_NCCL 1
 #endif
 
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Types.hpp>
@@ -133,7 +134,17 @@ std::string local_address_towards(const std::string& host, int port) {
 
 // Rank 0 serves the store; the others connect to it. waitWorkers is off: LibTorch 1.13's
 // server-side wait ends silently on timeout, join_all below names the ranks that are missing.
-c10::intrusive_ptr<c10d::TCPStore> open_store(const CommunicatorOptions& o) {
+c10::intrusive_ptr<c10d::Store> open_store(const CommunicatorOptions& o) {
+  if (!o.store_file.empty()) {
+    // A single-machine job: every rank opens the launcher's file; nothing listens on a port.
+    try {
+      auto store = c10::make_intrusive<c10d::FileStore>(o.store_file, o.world_size);
+      store->setTimeout(o.timeout);
+      return store;
+    } catch (const std::exception& e) {
+      throw DistError(who(o) + ": could not open the rendezvous file " + o.store_file + ": " + error_text(e));
+    }
+  }
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(o.master_port);
   store_options.isServer = o.rank == 0;
@@ -289,7 +300,7 @@ bool backend_available(Backend backend) {
 }
 
 struct Communicator::Impl {
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<Collectives> group;
   std::mutex mutex;
   std::string failure;  // the first failed collective; the group is unusable after it

@@ -1,5 +1,5 @@
 // A communicator between the ranks of one job, over PyTorch's c10d: rendezvous through a
-// TCPStore served by rank 0, collectives through ProcessGroupGloo (CPU tensors) or
+// TCPStore served by rank 0 (or a FileStore for a single-machine job, see store_file), collectives through ProcessGroupGloo (CPU tensors) or
 // ProcessGroupNCCL (CUDA tensors, CUDA builds only). c10d headers stay in communicator.cc:
 // their API differs between LibTorch 1.13 and 2.x.
 //
@@ -33,6 +33,11 @@ struct CommunicatorOptions {
   int world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
+  // When set (single-machine jobs, by the launcher): rendezvous through a c10d FileStore at this
+  // path instead of a TCPStore, so no port is opened at all. LibTorch 1.13's TCPStore server
+  // listens on every interface and cannot be bound to loopback; a file in a private folder is
+  // reachable only by this user on this machine.
+  std::string store_file;
   // Bounds the rendezvous and every collective: a rank that is gone or hung makes the others
   // fail with a DistError within about this long, never hang.
   std::chrono::milliseconds timeout{300000};

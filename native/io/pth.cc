@@ -1,17 +1,19 @@
 #include "io/pth.h"
 
-#include <caffe2/serialize/in_memory_adapter.h>
 #include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/versions.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <limits>
 #include <array>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <unordered_map>
 #include <unordered_set>
+
+#include <zlib.h>
 
 #include "io/file.h"
 
@@ -78,8 +80,8 @@ class ZipArchive {
   }
 
   // The bytes of a record, after its CRC is checked. Stored records are returned in place;
-  // compressed ones (torch.save never compresses, a re-zipped file might) through LibTorch's
-  // reader into `scratch`.
+  // deflated ones (torch.save never compresses, a re-zipped file might) are inflated into
+  // `scratch`, to exactly their declared size (see inflate).
   const uint8_t* read(const std::string& name, const ZipEntry& e, std::vector<uint8_t>& scratch) {
     const uint8_t* bytes = nullptr;
     if (e.method == 0) {
@@ -187,8 +189,8 @@ class ZipArchive {
     }
   }
 
-  // LibTorch 1.13's reader leaks its zip state when its constructor throws, which it does on
-  // a bad version record: check that record first, so corrupt files fail here instead.
+  // The archive's version record, checked before any record is inflated (LibTorch's own reader
+  // did this; a corrupt or unsupported version fails here).
   void check_version_record(const std::string& prefix) {
     std::string name = prefix + ".data/version";
     const ZipEntry* e = find(name);
@@ -209,20 +211,61 @@ class ZipArchive {
       fail("unsupported checkpoint format version in " + name);
   }
 
+  // Inflates a deflated record into exactly `expected` bytes (its central-directory size, which
+  // the caller has checked against what the pickle declares): a stream that would produce more,
+  // or ends short, or leaves compressed bytes unread, is an error. The output buffer is the
+  // bound, so a small file never becomes a large allocation its header does not declare.
   std::vector<uint8_t> inflate(const std::string& name, uint64_t expected) {
-    auto slash = name.find('/');
-    if (!stream_reader_) check_version_record(name.substr(0, slash + 1));
-    try {
-      if (!stream_reader_)
-        stream_reader_ = std::make_unique<caffe2::serialize::PyTorchStreamReader>(
-            std::make_shared<caffe2::serialize::MemoryReadAdapter>(data_, static_cast<off_t>(size_)));
-      auto [ptr, n] = stream_reader_->getRecord(name.substr(slash + 1));
-      if (n != expected) fail("record " + name + " inflates to an unexpected size");
-      const uint8_t* b = static_cast<const uint8_t*>(ptr.get());
-      return std::vector<uint8_t>(b, b + n);
-    } catch (const c10::Error& e) {
-      fail("cannot inflate record " + name + " (" + e.what_without_backtrace() + ")");
+    const ZipEntry* e = find(name);
+    if (!e) fail("record " + name + " is missing");
+    if (!version_checked_) {
+      check_version_record(name.substr(0, name.find('/') + 1));
+      version_checked_ = true;
     }
+    if (expected > std::numeric_limits<size_t>::max()) fail("record " + name + " is too large for this machine");
+    std::vector<uint8_t> out(static_cast<size_t>(expected));
+    z_stream z{};
+    if (inflateInit2(&z, -MAX_WBITS) != Z_OK) fail("cannot inflate record " + name + " (zlib init failed)");
+    const uint8_t* in = data_ + e->data_offset;
+    uint64_t in_left = e->compressed_size;
+    uint64_t out_done = 0;
+    int status = Z_OK;
+    uint8_t probe = 0;  // one byte past the declared size: any output here is too much
+    bool over = false;
+    while (status == Z_OK) {
+      constexpr uint64_t kChunk = 1u << 30;
+      z.next_in = const_cast<Bytef*>(in);
+      z.avail_in = static_cast<uInt>(std::min(in_left, kChunk));
+      if (out_done < expected) {
+        z.next_out = out.data() + out_done;
+        z.avail_out = static_cast<uInt>(std::min(expected - out_done, kChunk));
+      } else {
+        z.next_out = &probe;
+        z.avail_out = 1;
+      }
+      uInt avail_in = z.avail_in, avail_out = z.avail_out;
+      status = ::inflate(&z, Z_NO_FLUSH);
+      in += avail_in - z.avail_in;
+      in_left -= avail_in - z.avail_in;
+      uint64_t produced = avail_out - z.avail_out;
+      if (out_done >= expected && produced > 0) {
+        over = true;
+        break;
+      }
+      out_done += produced;
+    }
+    inflateEnd(&z);
+    if (over)
+      fail("record " + name + " inflates to more than the " + std::to_string(expected) + " bytes its zip entry declares");
+    if (status != Z_STREAM_END)
+      fail(status == Z_DATA_ERROR || status == Z_NEED_DICT || status == Z_MEM_ERROR
+               ? "cannot inflate record " + name + " (corrupt deflate data)"
+               : "record " + name + " is truncated (its deflate data ends before " + std::to_string(expected) + " bytes)");
+    if (out_done != expected)
+      fail("record " + name + " inflates to " + std::to_string(out_done) + " bytes, not the " + std::to_string(expected) +
+           " its zip entry declares");
+    if (in_left != 0) fail("record " + name + " has " + std::to_string(in_left) + " bytes after the end of its deflate data");
+    return out;
   }
 
   const uint8_t* data_;
@@ -230,7 +273,7 @@ class ZipArchive {
   const std::string& what_;
   std::unordered_map<std::string, ZipEntry> entries_;
   std::vector<std::string> names_;
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> stream_reader_;
+  bool version_checked_ = false;
 };
 
 int64_t checked_nbytes(int64_t numel, at::ScalarType dtype, const std::string& what) {
@@ -263,6 +306,7 @@ PyValue read_zip(const uint8_t* data, size_t size, const std::string& what) {
     throw FormatError(what + ": a zip archive without " + prefix + "data.pkl: not a torch.save checkpoint");
   }
   if (const ZipEntry* order = zip.find(prefix + "byteorder")) {  // written by PyTorch >= 2.1
+    if (order->size > 16) throw FormatError(what + ": corrupt " + prefix + "byteorder record (" + std::to_string(order->size) + " bytes)");
     std::vector<uint8_t> scratch;
     const uint8_t* b = zip.read(prefix + "byteorder", *order, scratch);
     std::string byteorder(reinterpret_cast<const char*>(b), static_cast<size_t>(order->size));

@@ -3,6 +3,7 @@
 // DIST_TEST_ARGS. Exits 0 when the role's checks pass; prints what failed otherwise.
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { MetricsAccumulator, systemInfo, Tensor } from '../../dist/index.js';
 import { batchNorm, Communicator, distributedEnv, ShardedMetrics, shardRange, syncBatchNorm } from '../../dist/dist/index.js';
 import { prng } from './prng.mjs';
@@ -342,6 +343,43 @@ async function launched() {
   await comm.destroy();
 }
 
+/** This process's listening TCP sockets as "address:port" (from /proc), IPv4 and IPv6. */
+function listeningAddresses() {
+  const inodes = new Set();
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const out = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').trim().split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] !== '0A' || !inodes.has(f[9])) continue; // LISTEN sockets of this process
+      const [hex, port] = f[1].split(':');
+      let address;
+      if (hex.length === 8) address = [3, 2, 1, 0].map((i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16)).join('.');
+      else if (hex === '00000000000000000000000001000000') address = '::1';
+      else if (/^0{16}FFFF0000/i.test(hex)) address = `::ffff:${[3, 2, 1, 0].map((i) => parseInt(hex.slice(24 + i * 2, 26 + i * 2), 16)).join('.')}`;
+      else address = /^0+$/.test(hex) ? '::' : `ipv6:${hex}`;
+      out.push(`${address}:${parseInt(port, 16)}`);
+    }
+  }
+  return out;
+}
+
+/** Joins the job, then prints every TCP address this rank listens on. */
+async function listeners() {
+  const comm = await Communicator.create({ timeoutMs: 30000 });
+  await comm.allReduceFloat64([1]);
+  console.log(`listeners rank=${env.rank} ${JSON.stringify(listeningAddresses())}`);
+  await comm.allReduceFloat64([1]); // every rank has looked before any leaves
+  await comm.destroy();
+}
+
 async function exitOnRank() {
   const [failRank, code] = process.argv.slice(3).map(Number);
   console.log(`pid=${process.pid}`);
@@ -357,7 +395,7 @@ function sleepForever() {
   setInterval(() => {}, 1000);
 }
 
-const roles = { syncbn, allreduce, eval: evalSums, fault, launched, 'exit-on-rank': exitOnRank, sleep: sleepForever };
+const roles = { syncbn, allreduce, eval: evalSums, fault, launched, listeners, 'exit-on-rank': exitOnRank, sleep: sleepForever };
 if (!roles[role]) {
   console.error(`unknown role ${role}`);
   process.exit(2);
