@@ -13,7 +13,10 @@
 // GET /healthz says whether it is up; GET /stats gives memory, live tensors, queue and
 // event-loop delay (how late the loop ran a 10 ms timer: p50/p99/max/mean; ?reset=1 restarts
 // the histogram; ?gc=1 collects garbage first when node runs with --expose-gc).
-// SIGINT/SIGTERM: stop accepting, finish the requests in flight, free the model, exit 0.
+// A request running longer than --timeout-ms (default 60000) is stopped inside the native work
+// and answered 503; a client that disconnects stops its request the same way.
+// SIGINT/SIGTERM: stop accepting, answer the requests in flight, free the model, exit 0. Requests
+// still running after --grace-ms (default 30000) are stopped and answered 503 (never cut off).
 // Port: --port, else $PORT, else 8080 (0 = any free port); --host (default 127.0.0.1).
 // It prints the URL it listens on.
 import { createServer } from 'node:http';
@@ -29,12 +32,15 @@ const { values } = parseArgs({
     host: { type: 'string', default: '127.0.0.1' },
     scales: { type: 'string' },
     threads: { type: 'string' },
-    concurrency: { type: 'string', default: '1' },
+    concurrency: { type: 'string', default: '2' },
     'max-queue': { type: 'string', default: '64' },
     'max-bytes': { type: 'string', default: String(32 * 1024 * 1024) },
-    'max-pixels': { type: 'string', default: String(50_000_000) },
+    'max-pixels': { type: 'string', default: String(40_000_000) },
+    'timeout-ms': { type: 'string', default: '60000' },
+    'grace-ms': { type: 'string', default: '30000' },
   },
 });
+const graceMs = Number(values['grace-ms']);
 const port = Number(values.port ?? process.env.PORT ?? 8080);
 const maxBytes = Number(values['max-bytes']);
 const scales = values.scales ? values.scales.split(',').map(Number) : undefined;
@@ -47,6 +53,7 @@ const segmenter = await Segmenter.load({
   concurrency: Number(values.concurrency),
   maxQueue: Number(values['max-queue']),
   maxPixels: Number(values['max-pixels']),
+  timeoutMs: Number(values['timeout-ms']),
 }).catch((error) => {
   // A missing weights file, an unknown config, a bad option: say which, and stop.
   console.error(isSegtoolError(error) ? `${error.code}: ${error.message}` : error);
@@ -135,10 +142,12 @@ async function handleSegment(req, res, url) {
   const body = await readBody(req, res);
   if (body === null) return;
   if (body.length === 0) return sendError(res, 400, 'ERR_BAD_IMAGE', 'The body is empty: POST the bytes of an image');
-  // A client that goes away aborts its request (removed from the queue if it waits).
+  // A client that goes away aborts its request (removed from the queue if it waits, stopped
+  // inside the native work if it runs); so does the end of the shutdown grace period.
   const controller = new AbortController();
   const onClose = () => !res.writableFinished && controller.abort(new Error('the client disconnected'));
   res.on('close', onClose);
+  inFlight.add(controller);
   try {
     const result = await segmenter.segment(body, {
       outputs: format === 'png' ? ['png'] : ['summary'],
@@ -150,15 +159,19 @@ async function handleSegment(req, res, url) {
     const { width, height, numClass, classes, timings } = result;
     send(res, 200, { width, height, numClass, classes, timings });
   } catch (error) {
-    if (isSegtoolError(error, 'ERR_ABORTED')) return; // nobody to answer
-    const status = statusFor(error);
+    if (isSegtoolError(error, 'ERR_ABORTED') && res.destroyed) return; // the client went away: nobody to answer
+    const status = isSegtoolError(error, 'ERR_ABORTED') ? 503 : statusFor(error); // time limit or shutdown
     const message = status === 500 && !isSegtoolError(error) ? 'Internal error' : error.message;
     if (status === 500) console.error(error);
     sendError(res, status, isSegtoolError(error) ? error.code : 'ERR_INTERNAL', message, status === 503 ? { 'retry-after': '1' } : {});
   } finally {
+    inFlight.delete(controller);
     res.off('close', onClose);
   }
 }
+
+/** The requests being answered, so that the end of a shutdown's grace period can stop them. */
+const inFlight = new Set();
 
 function handleStats(res, url) {
   if (url.searchParams.get('gc') === '1' && typeof globalThis.gc === 'function') globalThis.gc();
@@ -209,15 +222,19 @@ server.listen(port, values.host, () => {
 async function shutdown(signal) {
   if (shuttingDown) return;
   shuttingDown = true;
-  console.log(`${signal}: finishing ${segmenter.stats.active + segmenter.stats.queued} request(s), then exiting`);
+  console.log(`${signal}: answering ${segmenter.stats.active + segmenter.stats.queued} request(s) (grace ${graceMs} ms), then exiting`);
   // Stop accepting; 'close' comes once the requests in flight are answered. Keep-alive
-  // connections are closed as soon as they are idle, and all of them after 10 s.
+  // connections are closed as soon as they are idle. After the grace period the requests still
+  // running are stopped (inside the native work) and answered 503; connections are never cut
+  // while a response is due.
   const closed = new Promise((resolve) => server.close(resolve));
   const idle = setInterval(() => server.closeIdleConnections(), 50);
-  const force = setTimeout(() => server.closeAllConnections(), 10_000);
+  const grace = setTimeout(() => {
+    for (const controller of inFlight) controller.abort(new Error('the service is shutting down'));
+  }, graceMs);
   await closed;
   clearInterval(idle);
-  clearTimeout(force);
+  clearTimeout(grace);
   await segmenter.close();
   delay.disable();
   console.log('stopped');

@@ -148,9 +148,38 @@ test('http-service: JSON and PNG answers, 415/400/413/404/405, then a graceful S
     assert.equal((await last.json()).width, 1200);
     const [code] = await once(child, 'exit');
     assert.equal(code, 0, `${service.stdout}${service.stderr}`);
-    assert.match(service.stdout, /SIGTERM: finishing \d request\(s\), then exiting\nstopped/);
+    assert.match(service.stdout, /SIGTERM: answering \d request\(s\) \(grace 30000 ms\), then exiting\nstopped/);
   } finally {
     child.kill('SIGKILL');
+  }
+});
+
+test('http-service: a request over --timeout-ms is stopped and answered 503; after SIGTERM, --grace-ms bounds the wait and the running request is answered 503, not cut off', async () => {
+  const service = await startService(['--timeout-ms', '30', '--grace-ms', '100']);
+  const { child, base, post } = service;
+  try {
+    const big = await bigImage();
+    const slow = await post(big);
+    assert.equal(slow.status, 503);
+    assert.match((await slow.json()).error.message, /time limit \(30 ms\)/);
+    const ok = await post(readFileSync(tiny.image(2)));
+    assert.equal(ok.status, 200, 'the service goes on');
+    await ok.arrayBuffer();
+  } finally {
+    child.kill('SIGKILL');
+  }
+  const graceful = await startService(['--grace-ms', '100']);
+  try {
+    const inFlight = graceful.post(await bigImage());
+    await untilActive(graceful.base);
+    graceful.child.kill('SIGTERM');
+    const answer = await inFlight;
+    assert.equal(answer.status, 503);
+    assert.match((await answer.json()).error.message, /shutting down/);
+    const [code] = await once(graceful.child, 'exit');
+    assert.equal(code, 0, `${graceful.stdout}${graceful.stderr}`);
+  } finally {
+    graceful.child.kill('SIGKILL');
   }
 });
 
@@ -161,7 +190,7 @@ test('http-service: a bad setting is one clear line and exit status 1', () => {
 });
 
 test('http-service: 503 with Retry-After when the queue is full, and it recovers', async () => {
-  const service = await startService(['--max-queue', '1']);
+  const service = await startService(['--max-queue', '1', '--concurrency', '1']);
   try {
     const png = readFileSync(tiny.image(3));
     // One runs, one may wait (--max-queue 1): of four more, three are turned away at once. That
@@ -185,7 +214,7 @@ test('http-service: 503 with Retry-After when the queue is full, and it recovers
     service.child.kill('SIGINT');
     const [code] = await once(service.child, 'exit');
     assert.equal(code, 0);
-    assert.match(service.stdout, /SIGINT: finishing/);
+    assert.match(service.stdout, /SIGINT: answering/);
   } finally {
     service.child.kill('SIGKILL');
   }
