@@ -101,12 +101,12 @@ function parseArgs(argv) {
 }
 
 // ------------------------------------------------------------------ machine
-function machineInfo(segtool, python) {
+function machineInfo(native, python) {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
   const flags = /^flags\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.split(' ') ?? [];
   const logical = (cpuinfo.match(/^processor\s*:/gm) ?? []).length;
-  const build = segtool.native().buildInfo();
+  const build = native().buildInfo();
   let torchPython = null;
   const probe = spawnSync(python, ['-c', 'import torch, sys; print(torch.__version__); print(sys.version.split()[0])'], { encoding: 'utf8' });
   if (probe.status === 0) {
@@ -317,8 +317,8 @@ async function main() {
     writeFileSync(opts.out ?? opts.render, `${JSON.stringify(json, null, 1)}\n`);
     return;
   }
-  const segtool = await import('../dist/index.js');
-  const machine = machineInfo(segtool, opts.python);
+  const { native } = await import('../dist/native.js');
+  const machine = machineInfo(native, opts.python);
   if (opts.baseline && !machine.baseline) {
     console.error(
       `The PyTorch baseline needs torch importable by ${opts.python} (Debian: apt-get install python3-torch; ` +

@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { SegmentationModel, SegtoolError, cudaStatus, loadConfig, native, defaultConfig, getNumThreads, setNumThreads } from '../dist/index.js';
+import { SegmentationModel, SegtoolError, cudaStatus, loadConfig, defaultConfig, getNumThreads, setNumThreads } from '../dist/index.js';
+import { native } from '../dist/native.js';
 import { applyOverrides, validateConfig } from '../dist/config/config.js';
 
 const cuda = cudaStatus();

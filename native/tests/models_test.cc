@@ -29,7 +29,7 @@
 
 #include "io/file.h"
 #include "io/json.h"
-#include "nn/fixture_case.h"
+#include "tests/support/fixture_case.h"
 #include "nn/model.h"
 #include "nn/procedural.h"
 #include "nn/sgd.h"

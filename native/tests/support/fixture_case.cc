@@ -1,4 +1,4 @@
-#include "nn/fixture_case.h"
+#include "tests/support/fixture_case.h"
 
 #include <chrono>
 #include <cmath>

@@ -1,6 +1,6 @@
 // Checks a model against one reference fixture case (test/fixtures/models/<case>.safetensors),
-// with the tolerances of the fixtures' README. Used by native/tests/models_test.cc; callable
-// from the binding for a self-test.
+// with the tolerances of the fixtures' README. Used by native/tests/models_test.cc only (not part
+// of the addon).
 #pragma once
 #include <string>
 #include <vector>
