@@ -62,7 +62,7 @@ export function mostConfused(rows: ConfusionRows, names: readonly string[], coun
 export interface HeatmapOptions {
   /** At most this many classes on the axes: those with the most ground-truth pixels (default 60). */
   maxClasses?: number;
-  /** Side of one cell in pixels (default 14). */
+  /** Side of one cell in pixels (default: 640 / classes shown, within 14..36). */
   cell?: number;
   /** How many most-confused pairs to list under the map (default 10). */
   pairs?: number;
@@ -92,30 +92,32 @@ const FONT = 'font-family="DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-
 export function confusionSvg(rows: ConfusionRows, names: readonly string[], options: HeatmapOptions = {}): string {
   checkRows(rows);
   const maxClasses = expectInteger('options.maxClasses', options.maxClasses ?? 60, 1);
-  const cell = expectInteger('options.cell', options.cell ?? 14, 2);
   const shown = heatmapClasses(rows, maxClasses);
+  const cell = expectInteger('options.cell', options.cell ?? Math.max(14, Math.min(36, Math.floor(640 / Math.max(1, shown.length)))), 2);
   const nameOf = (c: number): string => {
     const name = names[c] ?? defaultClassName(c);
     return name.length > 24 ? `${name.slice(0, 23)}…` : name;
   };
   const fontSize = Math.max(8, Math.min(12, cell - 3));
-  const labelWidth = Math.ceil(Math.max(40, ...shown.map((c) => nameOf(c).length)) * fontSize * 0.62) + 8;
+  const labelWidth = Math.max(40, Math.ceil(Math.max(0, ...shown.map((c) => nameOf(c).length)) * fontSize * 0.62) + 8);
   const titleHeight = 28;
   const left = labelWidth;
   const top = titleHeight + labelWidth;
   const grid = shown.length * cell;
   const pairs = mostConfused(rows, names, options.pairs ?? 10);
   const lineHeight = 18;
-  const width = Math.max(left + grid + 90, 520);
-  const height = top + grid + 30 + lineHeight * (pairs.length + 1) + 10;
-  const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" class="segtool-confusion">`);
-  out.push(`<rect width="100%" height="100%" fill="#fff"/>`);
   const total = rows.length;
   const title =
     options.title ??
     `Confusion matrix (rows: ground truth, normalised; columns: prediction)` +
-      (shown.length < total ? `, ${shown.length} of ${total} classes` : '');
+      (shown.length < total ? `, the ${shown.length} of ${total} classes present` : '');
+  // Text widths estimated at ~0.62 em per character (DejaVu Sans).
+  const longestPair = Math.max(0, ...pairs.map((p) => `${p.truthName} -> ${p.predictedName}: ${p.pixels} px, 100.0% of ${p.truthName}`.length));
+  const width = Math.ceil(Math.max(left + grid + 90, 16 + title.length * 13 * 0.66, 24 + longestPair * 12 * 0.62));
+  const height = top + grid + 30 + lineHeight * (pairs.length + 1) + 10;
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" class="segtool-confusion">`);
+  out.push(`<rect width="100%" height="100%" fill="#fff"/>`);
   out.push(`<text x="8" y="18" font-size="13" font-weight="bold" ${FONT}>${escapeXml(title)}</text>`);
   shown.forEach((c, i) => {
     const y = top + i * cell + cell / 2;

@@ -10,7 +10,7 @@
  * worker thread (ImageCounter): the main thread never loops over an image's pixels.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { classInfoFromConfig, defaultClassName, type ClassInfo } from '../classes.js';
 import type { ConfigOverrides, SegtoolConfig } from '../config/index.js';
 import { createEvalLoader, type BadSample, type EvalLoader, type SampleRecord } from '../data/index.js';
@@ -22,6 +22,7 @@ import { SegmentationModel } from '../model.js';
 import { setNumThreads } from '../tensor.js';
 import { readSampleList, resolveConfigInput, type ConfigInput } from '../train/common.js';
 import { writeJsonAtomic } from '../io/files.js';
+import { logEvaluation } from '../train/tensorboard.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
 import { predictMultiScale } from '../inference/infer.js';
 import { ImageCounter } from './counts.js';
@@ -278,6 +279,10 @@ async function evaluateShard(
       await writeJsonAtomic(file, metricsJson(cfg, result));
       result.confusionFile = confusionFileFor(file);
       await writeFile(result.confusionFile, await confusionPng(confusion, result.classes.map((c) => c.name)));
+      // An evaluation on record (it has a metrics file) of the run's own epoch_N weights: its
+      // scores go to the run's TensorBoard log at the end of that epoch.
+      const epoch = trainedEpoch(cfg, weights);
+      if (cfg.TRAIN.tensorboard && epoch !== undefined) await logEvaluation(resolve(cfg.DIR), epoch * cfg.TRAIN.epoch_iters, result);
     }
     return result;
   } finally {
@@ -296,6 +301,12 @@ async function liveModelClasses(cfg: SegtoolConfig, model: SegmentationModel): P
   const loaded = modelClassInfo(model);
   if (!cfg.DATASET.class_info && loaded && loaded.names.length === cfg.DATASET.num_class) return loaded;
   return classInfoFromConfig(cfg);
+}
+
+/** N when the weights are DIR's own encoder_epoch_N.pth / decoder_epoch_N.pth (a run's epoch). */
+function trainedEpoch(cfg: SegtoolConfig, weights: readonly string[]): number | undefined {
+  const match = weights.length > 0 ? /^(?:encoder|decoder)_epoch_(\d+)\.pth$/.exec(basename(weights[0]!)) : null;
+  return match && resolve(dirname(weights[0]!)) === resolve(cfg.DIR) ? Number(match[1]) : undefined;
 }
 
 /** Where the heat map of a metrics file goes: metrics_epoch_20.json -> metrics_epoch_20_confusion.png. */
