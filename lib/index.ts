@@ -60,3 +60,4 @@ export { runDemo, DEMO_DEFAULTS, type DemoOptions, type DemoResult } from './dem
 export { generateSyntheticDataset, syntheticScene, SYNTHETIC_CLASSES } from './demo/synthetic.js';
 export * from './dist/index.js';
 export * from './download/index.js';
+export * from './report/index.js';
