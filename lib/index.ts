@@ -122,3 +122,6 @@ export { cacheRoot, mirrorBase, fetchCached, type FetchCachedOptions, type Fetch
 // The bundled demo.
 export { runDemo, DEMO_DEFAULTS, type DemoOptions, type DemoResult } from './demo/demo.js';
 export { generateSyntheticDataset } from './demo/synthetic.js';
+
+// Reports: one HTML page of a run, and the live page while it trains.
+export { writeReport, Dashboard, DEFAULT_DASHBOARD_PORT, type ReportOptions, type ReportResult, type DashboardOptions } from './report/index.js';

@@ -104,6 +104,8 @@ test('train, eval and test from the command line', async () => {
   assert.match(r.stdout, /\[Eval Summary\]:\nMean IoU: \d\.\d{4}, Accuracy: \d+\.\d\d%, Inference Time: \d+\.\d{4}s/);
   assert.match(r.stdout, /^class \[\d+\], IoU: \d\.\d{4}/m);
   assert.ok(existsSync(join(dir, 'metrics_epoch_1.json')));
+  assert.match(r.stdout, /^Confusion matrix: .*metrics_epoch_1_confusion\.png$/m);
+  assert.ok(existsSync(join(dir, 'metrics_epoch_1_confusion.png')));
   assert.deepEqual(readdirSync(join(dir, 'result')).sort(), ['scene_00001.png', 'scene_00002.png']);
 
   // A folder with a sub-folder, a JPEG among PNGs: every image type, found recursively.
@@ -126,6 +128,7 @@ test('train, eval and test from the command line', async () => {
   }
   const panel = readFileSync(join(out, 'a.png'));
   assert.equal(panel.readUInt32BE(16), 96, 'image | prediction');
+  assert.ok(panel.readUInt32BE(20) > 48, 'with the legend of the classes found below');
   const probs = readSafetensors(join(out, 'a_prob.safetensors'));
   assert.deepEqual(probs.tensors.probabilities.shape, [150, 48, 48]);
 });

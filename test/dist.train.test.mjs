@@ -167,7 +167,8 @@ test('segtool train --nproc 2: rank 0 alone reports and writes checkpoints; --re
   assert.match(sharded.stdout, /\[rank 0\] Evaluating 2 images on 2 ranks/);
   assert.doesNotMatch(sharded.stdout, /\[rank 1\]/);
   const together = JSON.parse(readFileSync(metricsFile, 'utf8'));
-  for (const key of ['pixelAccuracy', 'meanIoU', 'score', 'classes']) assert.deepEqual(together[key], alone[key], key);
+  for (const key of ['pixelAccuracy', 'meanIoU', 'score', 'classes', 'confusion']) assert.deepEqual(together[key], alone[key], key);
+  assert.equal(together.confusion.length, alone.dataset.numClass);
   assert.equal(together.dataset.images, 2);
 });
 

@@ -7,7 +7,7 @@ import * as segtool from '../dist/index.js';
 
 const PUBLIC = [
   'ADE20K_CLASS_NAMES', 'BUNDLED_CONFIGS', 'CLASS_INFO_MAX_BYTES', 'CONFIG_KEYS', 'CONFIG_SPECS', 'Communicator', 'DECODER_NAMES',
-  'DEMO_DEFAULTS', 'ENCODER_NAMES', 'MetricsAccumulator', 'ONNX_DEFAULT_OPSET', 'ONNX_MAX_OPSET', 'ONNX_MIN_OPSET', 'SEGMENT_OUTPUTS',
+  'DEFAULT_DASHBOARD_PORT', 'DEMO_DEFAULTS', 'Dashboard', 'ENCODER_NAMES', 'MetricsAccumulator', 'ONNX_DEFAULT_OPSET', 'ONNX_MAX_OPSET', 'ONNX_MIN_OPSET', 'SEGMENT_OUTPUTS',
   'SegmentationModel', 'Segmenter', 'SegtoolError', 'Tensor', 'ade20kPalette', 'applyOverrides', 'architectures', 'cacheRoot',
   'checkDevice', 'checkWeightsFile', 'classCoverage', 'classInfoFromConfig', 'colorize', 'convertWeights', 'createEvalLoader',
   'createTrainLoader', 'cudaStatus', 'defaultClassInfo', 'defaultConfig', 'disposeAll', 'distributedEnv', 'encodeLabelPng', 'encodePng',
@@ -16,7 +16,7 @@ const PUBLIC = [
   'loadTrainingCheckpoint', 'loadWeights', 'manualSeed', 'mergeConfig', 'mirrorBase', 'parseConfig', 'pixelAccuracy', 'predictMultiScale',
   'readClassInfo', 'readClassInfoFromWeights', 'readImage', 'readLabel', 'readOdgt', 'readWeights', 'restoreTrainingCheckpoint', 'runDemo',
   'saveConfig', 'saveReferenceWeights', 'saveSafetensors', 'saveTrainingCheckpoint', 'segment', 'segmentFiles', 'segmentOptionsFromConfig',
-  'setNumThreads', 'systemInfo', 'train', 'trainBatchShapes', 'valTargetSizes', 'validateConfig', 'visualizationPanel', 'writeWeights',
+  'setNumThreads', 'systemInfo', 'train', 'trainBatchShapes', 'valTargetSizes', 'validateConfig', 'visualizationPanel', 'writeReport', 'writeWeights',
 ];
 
 test('the public exports are exactly the documented list', () => {

@@ -5,10 +5,13 @@ import { readSafetensors } from './helpers/safetensors.mjs';
 import {
   MetricsAccumulator,
   imageAccuracy,
+  imageCounts,
   intersectionAndUnion,
   numpyMean,
   pixelAccuracy,
 } from '../dist/eval/metrics.js';
+import { ImageCounter } from '../dist/eval/counts.js';
+import { mostConfused } from '../dist/eval/confusion.js';
 
 const fixture = readSafetensors(fileURLToPath(new URL('./fixtures/data/metrics.safetensors', import.meta.url)));
 const perImage = JSON.parse(fixture.metadata.per_image);
@@ -141,4 +144,84 @@ test('argument checks', () => {
   assert.throws(() => new MetricsAccumulator(1.5), { code: 'ERR_INVALID_ARG' });
   const m = new MetricsAccumulator(3);
   assert.throws(() => m.addImage({ intersection: [1], union: [1], correct: 1, labeled: 1 }), { code: 'ERR_INVALID_ARG', message: /3 intersections/ });
+});
+
+/** Rows of a flat numClass x numClass matrix. */
+const rowsOf = (flat, n) => Array.from({ length: n }, (_, y) => Array.from(flat.subarray(y * n, (y + 1) * n)));
+
+test("the confusion matrix: its diagonal is the reference's intersection, its row sums the label counts", () => {
+  const total = new MetricsAccumulator(NUM_CLASS);
+  const labelCounts = new Array(NUM_CLASS).fill(0);
+  for (const [k, image] of IMAGES.entries()) {
+    const counts = imageCounts(image.pred, image.label, NUM_CLASS);
+    const rows = rowsOf(counts.confusion, NUM_CLASS);
+    const perImageLabels = new Array(NUM_CLASS).fill(0);
+    for (const v of image.label) if (v >= 0n) perImageLabels[Number(v)]++;
+    assert.deepEqual(rows.map((row, c) => row[c]), image.intersection, `diagonal ${k}`);
+    assert.deepEqual(rows.map((row) => row.reduce((a, b) => a + b, 0)), perImageLabels, `row sums ${k}`);
+    // the same pass gives the reference's union and accuracy
+    assert.deepEqual(Array.from(counts.union), image.union, `union ${k}`);
+    assert.equal(counts.labeled, image.valid_pixels);
+    assert.equal(counts.accuracy, image.accuracy);
+    // off-diagonal cells: pixels labeled y and predicted x, counted directly
+    const cell = (y, x) => image.label.reduce((n, v, i) => n + (v === BigInt(y) && image.pred[i] === BigInt(x) ? 1 : 0), 0);
+    const [y, x] = [...rows.entries()].flatMap(([yy, row]) => row.map((v, xx) => [yy, xx, v])).filter(([yy, xx, v]) => yy !== xx && v > 0)[0];
+    assert.equal(rows[y][x], cell(y, x));
+    perImageLabels.forEach((v, c) => (labelCounts[c] += v));
+    total.add(image.pred, image.label);
+  }
+  const rows = total.confusionRows();
+  assert.deepEqual(rows.map((row, c) => row[c]), Array.from(total.intersection));
+  assert.deepEqual(rows.map((row) => row.reduce((a, b) => a + b, 0)), labelCounts);
+  assert.deepEqual(Array.from(total.summary().confusion), rows.flat());
+  // partial sums carry it (ranks, workers) and merge exactly
+  const a = new MetricsAccumulator(NUM_CLASS);
+  const b = new MetricsAccumulator(NUM_CLASS);
+  IMAGES.forEach((image, k) => (k % 2 ? a : b).add(image.pred, image.label));
+  const merged = new MetricsAccumulator(NUM_CLASS).merge(JSON.parse(JSON.stringify(a))).merge(b.toJSON());
+  assert.deepEqual(merged.confusionRows(), rows);
+  // counts from elsewhere without a confusion matrix: the dataset has none
+  const partial = new MetricsAccumulator(NUM_CLASS);
+  partial.add(IMAGES[0].pred, IMAGES[0].label);
+  partial.addImage({ ...intersectionAndUnion(IMAGES[1].pred, IMAGES[1].label, NUM_CLASS), ...pixelAccuracy(IMAGES[1].pred, IMAGES[1].label) });
+  assert.equal(partial.confusionRows(), undefined);
+  assert.equal(partial.summary().confusion, undefined);
+});
+
+test('the confusion matrix leaves out unlabeled pixels and out-of-range indices, as the metrics do', () => {
+  const pred = Int32Array.from([0, 1, 1, 2, 5, -1, 2, 0]);
+  const label = Int32Array.from([0, 1, -1, -1, 2, 2, 9, 1]);
+  const counts = imageCounts(pred, label, 3);
+  assert.deepEqual(rowsOf(counts.confusion, 3), [
+    [1, 0, 0],
+    [1, 1, 0],
+    [0, 0, 0], // label 2 predicted 5 and -1: no column
+  ]);
+  const reference = intersectionAndUnion(pred, label, 3);
+  assert.deepEqual(Array.from(counts.intersection), Array.from(reference.intersection));
+  assert.deepEqual(Array.from(counts.union), Array.from(reference.union));
+  assert.deepEqual({ correct: counts.correct, labeled: counts.labeled }, pixelAccuracy(pred, label));
+  assert.deepEqual(mostConfused(rowsOf(counts.confusion, 3), ['a', 'b', 'c']), [
+    { truth: 1, truthName: 'b', predicted: 0, predictedName: 'a', pixels: 1, fraction: 0.5 },
+  ]);
+  assert.throws(() => new MetricsAccumulator(3).addImage({ ...counts, confusion: [1, 2] }), { code: 'ERR_INVALID_ARG', message: /confusion matrix of 3 x 3 = 9 counts/ });
+});
+
+test('ImageCounter computes the same counts on a worker thread', async () => {
+  const counter = new ImageCounter(NUM_CLASS);
+  try {
+    for (const image of IMAGES) {
+      const pred = Int32Array.from(image.pred, Number);
+      const label = Int32Array.from(image.label, Number);
+      const counts = await counter.count(pred, label);
+      const here = imageCounts(pred, label, NUM_CLASS);
+      assert.ok(counts.confusion instanceof Float64Array);
+      assert.deepEqual(counts, here);
+    }
+    await assert.rejects(counter.count(new Int32Array(2), new Int32Array(3)), { code: 'ERR_INVALID_ARG', message: /same length/ });
+    await assert.rejects(counter.count([1], new Int32Array(1)), { code: 'ERR_INVALID_ARG', message: /pred/ });
+  } finally {
+    await counter.close();
+  }
+  await assert.rejects(counter.count(new Int32Array(1), new Int32Array(1)), { code: 'ERR_DISPOSED' });
 });

@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { relative } from 'node:path';
 import { evaluate, type EvaluateResult } from '../eval/evaluate.js';
+import { mostConfused } from '../eval/confusion.js';
 import { resolveConfigInput } from '../train/common.js';
 import { distributedEnv } from '../dist/env.js';
 import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
@@ -11,6 +12,7 @@ interface EvalCommandOptions {
   cfg?: string;
   checkpoint?: string;
   visualize?: boolean;
+  legend?: boolean;
   workers?: number;
   threads?: number;
   skipBad?: boolean;
@@ -33,8 +35,13 @@ export function printEvaluation(result: EvaluateResult, allClasses: boolean): vo
   console.log(
     `Score (mean of accuracy and mIoU): ${result.score.toFixed(4)}; mean IoU over the ${result.presentClasses} classes in the ground truth: ${result.meanIoUPresent.toFixed(4)}`,
   );
+  const confused = mostConfused(result.confusion, result.classes.map((c) => c.name), 5);
+  if (confused.length > 0) {
+    console.log(`Most confused: ${confused.map((p) => `${p.truthName} -> ${p.predictedName} (${(p.fraction * 100).toFixed(1)}%)`).join(', ')}`);
+  }
   if (result.classSource !== 'ADE20K') console.log(`Class names: ${result.classSource}`);
   if (result.metricsFile) console.log(`Metrics: ${relative('.', result.metricsFile)}`);
+  if (result.confusionFile) console.log(`Confusion matrix: ${relative('.', result.confusionFile)}`);
   if (result.resultDir) console.log(`Panels (image | ground truth | prediction): ${relative('.', result.resultDir)}/`);
 }
 
@@ -43,7 +50,8 @@ export function evalCommand(): Command {
     new Command('eval')
       .description('evaluate on DATASET.list_val at every DATASET.imgSizes scale: pixel accuracy, per-class IoU, mIoU')
       .option('--checkpoint <weights>', 'weights: a suffix in DIR (epoch_20.pth), a file, or a folder (default VAL.checkpoint)')
-      .option('--visualize', 'write DIR/result/<name>.png = image | ground truth | prediction')
+      .option('--visualize', 'write DIR/result/<name>.png = image | ground truth | prediction, with a legend of the classes in it')
+      .option('--no-legend', 'panels without the legend')
       .option('--workers <n>', 'data loading threads (default 2)', parseCount('--workers'))
       .option('--skip-bad', 'leave out unreadable samples and list them')
       .option('--all-classes', 'print the IoU of every class, absent ones too')
@@ -61,6 +69,7 @@ export function evalCommand(): Command {
       const result = await evaluate(cfg, {
         ...(options.checkpoint !== undefined ? { checkpoint: options.checkpoint } : {}),
         ...(options.visualize ? { visualize: true } : {}),
+        ...(options.legend === false ? { legend: false } : {}),
         ...(options.workers !== undefined ? { workers: options.workers } : {}),
         ...(options.threads !== undefined ? { threads: options.threads } : {}),
         ...(options.skipBad ? { onBadSample: 'skip' as const } : {}),

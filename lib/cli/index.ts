@@ -10,6 +10,7 @@ import { downloadCommand } from './download.js';
 import { evalCommand } from './eval.js';
 import { exportCommand } from './export.js';
 import { modelsCommand } from './models.js';
+import { reportCommand } from './report.js';
 import { testCommand } from './test.js';
 import { trainCommand } from './train.js';
 
@@ -85,7 +86,7 @@ export function buildProgram(): Command {
       for (const path of written) console.log(`wrote ${path}`);
     });
 
-  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), modelsCommand(), downloadCommand(), exportCommand()]) {
+  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), modelsCommand(), downloadCommand(), exportCommand(), reportCommand()]) {
     program.addCommand(command);
   }
   return program;

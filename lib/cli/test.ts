@@ -13,6 +13,7 @@ import { SegtoolError } from '../errors.js';
 import { defaultClassInfo } from '../classes.js';
 import { encodePng } from '../eval/png.js';
 import { encodeLabelPng, visualizationPanel } from '../eval/visualize.js';
+import { addLegend } from '../eval/legend.js';
 import { modelClassInfo } from '../eval/weights.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { findImages, loadModel, segmentFiles, segmentOptionsFromConfig, type SegmentResult } from '../segment.js';
@@ -32,6 +33,7 @@ interface TestCommandOptions {
   threads?: number;
   skipBad?: boolean;
   gpu?: number;
+  legend?: boolean;
 }
 
 export interface WrittenFiles {
@@ -43,16 +45,24 @@ export interface WrittenFiles {
 
 /**
  * Writes what `segtool test` writes for one result; `stem` is the output path without
- * extension; `palette` colours the prediction (default ADE20K's).
+ * extension; `palette` colours the prediction (default ADE20K's); `legend` (default true) puts
+ * the names and colours of the classes found (result.classes) under the panel.
  */
 export async function writeTestOutputs(
   result: SegmentResult,
   stem: string,
-  options: { confidence?: boolean; probabilities?: boolean; palette?: Uint8Array },
+  options: { confidence?: boolean; probabilities?: boolean; palette?: Uint8Array; legend?: boolean },
 ): Promise<WrittenFiles> {
   await mkdir(dirname(stem), { recursive: true });
   const { width, height } = result;
-  const panel = visualizationPanel({ image: { data: result.image.data, width, height, channels: 3 }, pred: result.labels, palette: options.palette });
+  let panel = visualizationPanel({ image: { data: result.image.data, width, height, channels: 3 }, pred: result.labels, palette: options.palette });
+  if (options.legend ?? true) {
+    const palette = options.palette ?? defaultClassInfo(result.numClass).palette;
+    panel = await addLegend(
+      panel,
+      result.classes.map((c) => ({ index: c.classIndex, name: c.name, color: [palette[3 * c.classIndex] ?? 0, palette[3 * c.classIndex + 1] ?? 0, palette[3 * c.classIndex + 2] ?? 0] as const })),
+    );
+  }
   const files: WrittenFiles = { panel: `${stem}.png`, label: `${stem}_label.png` };
   await writeFileAtomic(files.panel, await encodePng(panel.data, panel.width, panel.height));
   await writeFileAtomic(files.label, await encodeLabelPng(result.labels, width, height));
@@ -85,6 +95,7 @@ export function testCommand(): Command {
       .option('--probabilities', 'also write NAME_prob.safetensors with every class probability (float32, large)')
       .option('--workers <n>', 'decoding threads (default 1)', parseCount('--workers'))
       .option('--skip-bad', 'skip images that cannot be decoded instead of stopping')
+      .option('--no-legend', 'panels without the legend of the classes found')
       .option('--gpu <n>', 'run on CUDA device n (= TEST.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
   ).action(async (trailing: string[], options: TestCommandOptions) => {
     const split = splitTrailingOverrides(options.imgs ?? []);

@@ -10,6 +10,7 @@ import { train, type TrainEvent } from '../train/train.js';
 import { distributedEnv } from '../dist/env.js';
 import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
+import { Dashboard } from '../report/dashboard.js';
 
 interface TrainCommandOptions {
   cfg?: string;
@@ -20,6 +21,17 @@ interface TrainCommandOptions {
   skipMismatchedHead?: boolean;
   syncBn?: string;
   mirror?: string;
+  dashboard?: string | boolean;
+}
+
+/** --dashboard [PORT]: a port 0..65535 (0 = any free one), or the default. */
+function parseDashboardPort(value: string | boolean): number | undefined {
+  if (value === true) return undefined;
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new SegtoolError('ERR_INVALID_ARG', `Expected --dashboard PORT to be a port number 0..65535 (0 = any free port) but received "${value}"`);
+  }
+  return port;
 }
 
 function parseSyncBn(value: string): 'exact' | 'reference' | false {
@@ -97,6 +109,7 @@ export function trainCommand(): Command {
       .option('--skip-bad', 'leave out unreadable samples and list them at the end')
       .option('--skip-mismatched-head', 'fine-tuning: MODEL.weights_* tensors of another shape (a head for another class count) are left out')
       .option('--sync-bn <mode>', "BatchNorm across ranks: exact (default), reference (the reference's formula) or off")
+      .option('--dashboard [port]', 'serve a live page of the run on http://127.0.0.1:PORT (default 8765; 0 = any free port) while it trains')
       .option('--mirror <url>', 'base URL for the ImageNet-pretrained encoder instead of http://sceneparsing.csail.mit.edu/ (also SEGTOOL_MIRROR)'),
   )).action(async (overrides: string[], options: TrainCommandOptions, command: Command) => {
     if (await launchRanksIfAsked(command)) return;
@@ -106,7 +119,16 @@ export function trainCommand(): Command {
         ? await configOfCheckpoint(options.resume, overrides)
         : await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, overrides);
     const bar = new ProgressBar(rank === 0 ? {} : { enabled: false });
+    // The live page: rank 0 only; it subscribes to the run's events and stops with the run.
+    const port = options.dashboard !== undefined && options.dashboard !== false ? parseDashboardPort(options.dashboard) : undefined;
+    const dashboard =
+      options.dashboard !== undefined && options.dashboard !== false && rank === 0
+        ? await Dashboard.start(cfg, { ...(port !== undefined ? { port } : {}), onWarning: (message) => process.stderr.write(`warning: ${message}\n`) })
+        : undefined;
+    if (dashboard) bar.log(`Dashboard: ${dashboard.url}`);
+    const report = trainReporter(bar, rank);
     const interrupt = abortOnInterrupt('training after this iteration');
+    let outcome: string | undefined;
     try {
       const result = await train(cfg, {
         ...(options.resume !== undefined ? { resume: options.resume } : {}),
@@ -116,9 +138,15 @@ export function trainCommand(): Command {
         ...(options.skipMismatchedHead ? { skipMismatchedHead: true } : {}),
         ...(options.syncBn !== undefined ? { syncBatchNorm: parseSyncBn(options.syncBn) } : {}),
         ...(options.mirror !== undefined ? { mirror: options.mirror } : {}),
-        onEvent: trainReporter(bar, rank),
+        onEvent: dashboard
+          ? (event) => {
+              report(event);
+              dashboard.onEvent(event);
+            }
+          : report,
         signal: interrupt.signal,
       });
+      outcome = `training done: epoch ${result.epoch}`;
       bar.done();
       for (const bad of result.badSamples) process.stderr.write(`skipped ${bad.image}: ${bad.message}\n`);
       if (result.weights && rank === 0) {
@@ -127,6 +155,7 @@ export function trainCommand(): Command {
     } finally {
       bar.done();
       interrupt.dispose();
+      await dashboard?.close(outcome ?? 'training stopped', { finishSamples: outcome !== undefined });
     }
   });
 }

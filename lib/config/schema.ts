@@ -65,6 +65,8 @@ export interface TrainConfig {
   seed: number;
   /** segtool: BatchNorm running-statistics momentum (the reference hard-codes 0.001). */
   bn_momentum: number;
+  /** segtool: write TensorBoard event files in DIR/tensorboard. */
+  tensorboard: boolean;
   /** segtool: where and how the network runs (RuntimeConfig). */
   device: string;
   precision: Precision;
@@ -200,6 +202,7 @@ export const CONFIG_SPECS: { readonly [K in ConfigKey]: KeySpec<ConfigValue<K>> 
   'TRAIN.disp_iter': { default: 20, kind: int(1), doc: 'log every this many iterations' },
   'TRAIN.seed': { default: 304, kind: int(0), doc: 'random seed' },
   'TRAIN.bn_momentum': { default: 0.001, kind: num(0, 1), doc: 'BatchNorm running-statistics momentum (the reference hard-codes 0.001, and 0.1 in hrnetv2\'s encoder, which the default keeps; any other value applies everywhere; 0.1 suits short CPU runs)', segtool: true },
+  'TRAIN.tensorboard': { default: false, kind: bool, doc: 'write TensorBoard event files (loss, accuracy, learning rates; val mIoU from segtool eval of epoch_N weights) in DIR/tensorboard', segtool: true, optional: true },
   'TRAIN.device': { default: 'cpu', kind: device, doc: `${RUNTIME_DOCS.device}; with --gpus each rank uses its own GPU`, segtool: true, optional: true },
   'TRAIN.precision': { default: 'fp32', kind: oneOf(PRECISIONS), doc: RUNTIME_DOCS.precision, segtool: true, optional: true },
   'TRAIN.channels_last': { default: false, kind: bool, doc: RUNTIME_DOCS.channels_last, segtool: true, optional: true },

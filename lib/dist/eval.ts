@@ -2,11 +2,12 @@
  * Distributed evaluation (the reference's eval_multipro): each rank scores a contiguous shard
  * of the validation list, then one all-reduce of float64 sums gives every rank the metrics of
  * the whole list — equal to a single process scoring the list in order, to the last bit:
- * intersections, unions and pixel counts are integer sums (exact in any order below 2^53), and
+ * intersections, unions, confusion matrices and pixel counts are integer sums (exact in any
+ * order below 2^53), and
  * the dataset accuracy's float sum is redone in list order from per-image terms.
  */
 import { SegtoolError } from '../errors.js';
-import { imageAccuracy, MetricsAccumulator, type ClassIndexArray, type ImageMetrics, type IntersectionAndUnion, type PixelAccuracy } from '../eval/metrics.js';
+import { imageAccuracy, MetricsAccumulator, type ClassIndexArray, type ImageCounts, type ImageCountsInput, type PixelAccuracy } from '../eval/metrics.js';
 import { expectInteger } from '../validate.js';
 import type { Communicator } from './communicator.js';
 
@@ -38,7 +39,7 @@ export class ShardedMetrics {
   }
 
   /** Scores the image at `index` of the whole list and adds it. */
-  add(index: number, pred: ClassIndexArray, label: ClassIndexArray): ImageMetrics {
+  add(index: number, pred: ClassIndexArray, label: ClassIndexArray): ImageCounts {
     this.checkIndex(index);
     const image = this.local.add(pred, label);
     this.record(index, image);
@@ -46,7 +47,7 @@ export class ShardedMetrics {
   }
 
   /** Adds counts computed elsewhere (e.g. in a worker) for the image at `index`. */
-  addImage(index: number, image: IntersectionAndUnion & PixelAccuracy): void {
+  addImage(index: number, image: ImageCountsInput): void {
     this.checkIndex(index);
     this.local.addImage(image);
     this.record(index, image);
@@ -58,14 +59,18 @@ export class ShardedMetrics {
    */
   async reduce(communicator: Communicator | null): Promise<MetricsAccumulator> {
     const n = this.local.numClass;
-    // [intersection (n), union (n), images, correct, labeled, accuracy term per list index]
-    const sums = new Float64Array(2 * n + 3 + this.listLength);
+    // [intersection (n), union (n), images, correct, labeled, confusion images, confusion (n x n),
+    //  accuracy term per list index]
+    const terms = 2 * n + 4 + n * n;
+    const sums = new Float64Array(terms + this.listLength);
     sums.set(this.local.intersection, 0);
     sums.set(this.local.union, n);
     sums[2 * n] = this.local.images;
     sums[2 * n + 1] = this.local.correct;
     sums[2 * n + 2] = this.local.labeled;
-    sums.set(this.accuracyTerms, 2 * n + 3);
+    sums[2 * n + 3] = this.local.confusionImages;
+    sums.set(this.local.confusion, 2 * n + 4);
+    sums.set(this.accuracyTerms, terms);
     const total = communicator ? await communicator.allReduceFloat64(sums) : sums;
     const merged = new MetricsAccumulator(n);
     merged.intersection.set(total.subarray(0, n));
@@ -73,9 +78,11 @@ export class ShardedMetrics {
     merged.images = total[2 * n]!;
     merged.correct = total[2 * n + 1]!;
     merged.labeled = total[2 * n + 2]!;
+    merged.confusionImages = total[2 * n + 3]!;
+    merged.confusion.set(total.subarray(2 * n + 4, terms));
     // Each slot was non-zero on at most one rank, so the reduced terms are exact; adding them in
     // list order repeats MetricsAccumulator.addImage's float sum of a single process.
-    for (let i = 0; i < this.listLength; i++) merged.accuracySum += total[2 * n + 3 + i]!;
+    for (let i = 0; i < this.listLength; i++) merged.accuracySum += total[terms + i]!;
     return merged;
   }
 

@@ -2,11 +2,15 @@
  * `evaluate(config, options)`: the reference's eval.py — every validation image at all
  * DATASET.imgSizes scales, probabilities averaged at the original size, dataset pixel accuracy,
  * per-class IoU, mIoU (plain mean over all classes), the benchmark score and the inference time
- * per image — plus a metrics JSON file in DIR and, with `visualize`, DIR/result/<name>.png
- * panels (image | ground truth | prediction).
+ * per image — plus the confusion matrix, a metrics JSON file in DIR with a heat map of the
+ * confusion matrix beside it and, with `visualize`, DIR/result/<name>.png panels (image |
+ * ground truth | prediction, with a legend of the classes in them).
+ *
+ * The per-image counts (intersection, union, accuracy, confusion matrix) are computed on a
+ * worker thread (ImageCounter): the main thread never loops over an image's pixels.
  */
 import { mkdir } from 'node:fs/promises';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { classInfoFromConfig, defaultClassName, type ClassInfo } from '../classes.js';
 import type { ConfigOverrides, SegtoolConfig } from '../config/index.js';
 import { createEvalLoader, type BadSample, type EvalLoader, type SampleRecord } from '../data/index.js';
@@ -18,8 +22,12 @@ import { SegmentationModel } from '../model.js';
 import { setNumThreads } from '../tensor.js';
 import { readSampleList, resolveConfigInput, type ConfigInput } from '../train/common.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/files.js';
+import { logEvaluation } from '../train/tensorboard.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
 import { predictMultiScale } from '../inference/infer.js';
+import { ImageCounter } from './counts.js';
+import { confusionPng } from './confusion.js';
+import { addLegend, legendEntries } from './legend.js';
 import { MetricsAccumulator } from './metrics.js';
 import { encodePng } from './png.js';
 import { visualizationPanel } from './visualize.js';
@@ -40,7 +48,12 @@ export interface EvaluateOptions {
   visualize?: boolean;
   /** Folder for the panels; default DIR/result. */
   resultDir?: string;
-  /** Where the metrics JSON goes; default DIR/metrics_<weights>.json (metrics.json for `model`); false = none. */
+  /** A legend of the classes in each panel under it (default true). */
+  legend?: boolean;
+  /**
+   * Where the metrics JSON goes; default DIR/metrics_<weights>.json (metrics.json for `model`);
+   * false = none. The confusion matrix's heat map goes beside it (NAME_confusion.png).
+   */
   metricsFile?: string | false;
   /** Data worker threads; default min(TRAIN.workers, 2). */
   workers?: number;
@@ -84,6 +97,12 @@ export interface EvaluateResult {
   meanIoUPresent: number;
   presentClasses: number;
   classes: ClassResult[];
+  /**
+   * Pixel counts, numClass x numClass: confusion[truth][prediction] (rows ground truth, columns
+   * prediction; unlabeled pixels excluded). Its diagonal is the per-class intersection, its row
+   * sums the labeled pixels of each class.
+   */
+  confusion: number[][];
   /** Average inference seconds per image (all scales, averaging and argmax; loading excluded). */
   timePerImage: number;
   imgSizes: number[];
@@ -91,6 +110,8 @@ export interface EvaluateResult {
   /** Where the class names (and panel colours) came from: 'ADE20K', 'generated', a class list file or a checkpoint. */
   classSource: string;
   metricsFile?: string;
+  /** The confusion matrix's heat map (PNG), written beside the metrics file. */
+  confusionFile?: string;
   resultDir?: string;
   badSamples: BadSample[];
 }
@@ -103,6 +124,7 @@ function checkOptions(options: EvaluateOptions): void {
   }
   if (options.visualize !== undefined) expectBoolean('options.visualize', options.visualize);
   if (options.resultDir !== undefined) expectString('options.resultDir', options.resultDir);
+  if (options.legend !== undefined) expectBoolean('options.legend', options.legend);
   if (options.metricsFile !== undefined && options.metricsFile !== false) expectString('options.metricsFile', options.metricsFile);
   if (options.workers !== undefined) expectInteger('options.workers', options.workers, 0, 64);
   if (options.threads !== undefined) expectInteger('options.threads', options.threads, 1, 1024);
@@ -168,6 +190,7 @@ async function evaluateShard(
   const wasTraining = options.model?.info.training ?? false;
   model.eval();
   let loader: EvalLoader | undefined;
+  const counter = new ImageCounter(cfg.DATASET.num_class);
   try {
     loader = await createEvalLoader({
       records,
@@ -185,28 +208,26 @@ async function evaluateShard(
     emit({ type: 'start', images: allRecords.length, weights, ...(worldSize > 1 ? { ranks: worldSize } : {}) });
     const numClass = cfg.DATASET.num_class;
     const sharded = new ShardedMetrics(numClass, allRecords.length);
-    const labeledPixels = new Float64Array(numClass);
+    const legend = visualize && (options.legend ?? true);
     let inferenceSeconds = 0;
     let done = 0;
     for await (const sample of loader) {
       if (options.signal?.aborted) throw new SegtoolError('ERR_ABORTED', `Evaluation stopped after ${done} of ${records.length} images`);
       const tic = performance.now();
-      const { labels: pred } = await predictMultiScale(model, sample.images, sample.height, sample.width);
+      const { labels: pred, counts: predicted } = await predictMultiScale(model, sample.images, sample.height, sample.width, { counts: legend });
       const seconds = (performance.now() - tic) / 1000;
       inferenceSeconds += seconds;
       const label = sample.label!.data;
-      const image = sharded.add(shard.start + sample.index, pred, label);
-      for (let i = 0; i < label.length; i++) {
-        const c = label[i]!;
-        if (c >= 0 && c < numClass) labeledPixels[c]! += 1;
-      }
+      const image = await counter.count(pred, label);
+      sharded.addImage(shard.start + sample.index, image);
       if (visualize) {
-        const panel = visualizationPanel({
+        let panel = visualizationPanel({
           image: { data: sample.original!.data, width: sample.width, height: sample.height, channels: 3 },
           label,
           pred,
           palette: classInfo.palette,
         });
+        if (legend) panel = await addLegend(panel, legendEntries(panelClasses(image.confusion, predicted!, numClass), classInfo.names, classInfo.palette));
         const name = basename(sample.path, extname(sample.path));
         await writeFileAtomic(join(resultDir, `${name}.png`), await encodePng(panel.data, panel.width, panel.height));
       }
@@ -216,14 +237,16 @@ async function evaluateShard(
     // Every rank's sums, exactly (a single process: its own).
     const metrics: MetricsAccumulator = await sharded.reduce(worldSize > 1 ? communicator! : null);
     if (worldSize > 1) {
-      const totals = await communicator!.allReduceFloat64([...labeledPixels, inferenceSeconds, done]);
-      labeledPixels.set(totals.subarray(0, numClass));
-      inferenceSeconds = totals[numClass]!;
-      done = totals[numClass + 1]!;
+      const totals = await communicator!.allReduceFloat64([inferenceSeconds, done]);
+      inferenceSeconds = totals[0]!;
+      done = totals[1]!;
     }
     if (done === 0) throw new SegtoolError('ERR_BAD_FILE', 'No validation image could be evaluated (every sample was bad)');
 
     const summary = metrics.summary();
+    const confusion = metrics.confusionRows()!; // every image was counted with its confusion matrix
+    // Ground-truth pixels of each class: the row sums (predictions are always classes of the model).
+    const labeledPixels = confusion.map((row) => row.reduce((a, b) => a + b, 0));
     const classes: ClassResult[] = Array.from(summary.iou, (iou, index) => ({
       index,
       name: classInfo.names[index] ?? defaultClassName(index),
@@ -241,6 +264,7 @@ async function evaluateShard(
       meanIoUPresent: present.length === 0 ? 0 : present.reduce((s, c) => s + c.iou, 0) / present.length,
       presentClasses: present.length,
       classes,
+      confusion,
       timePerImage: inferenceSeconds / done,
       imgSizes: [...cfg.DATASET.imgSizes],
       weights,
@@ -253,9 +277,16 @@ async function evaluateShard(
       const file = resolve(options.metricsFile ?? join(cfg.DIR, metricsName(weights)));
       result.metricsFile = file;
       await writeJsonAtomic(file, metricsJson(cfg, result));
+      result.confusionFile = confusionFileFor(file);
+      await writeFileAtomic(result.confusionFile, await confusionPng(confusion, result.classes.map((c) => c.name)));
+      // An evaluation on record (it has a metrics file) of the run's own epoch_N weights: its
+      // scores go to the run's TensorBoard log at the end of that epoch.
+      const epoch = trainedEpoch(cfg, weights);
+      if (cfg.TRAIN.tensorboard && epoch !== undefined) await logEvaluation(resolve(cfg.DIR), epoch * cfg.TRAIN.epoch_iters, result);
     }
     return result;
   } finally {
+    await counter.close();
     await loader?.close();
     if (!options.model) model.dispose();
     else if (wasTraining) model.train();
@@ -270,6 +301,33 @@ async function liveModelClasses(cfg: SegtoolConfig, model: SegmentationModel): P
   const loaded = modelClassInfo(model);
   if (!cfg.DATASET.class_info && loaded && loaded.names.length === cfg.DATASET.num_class) return loaded;
   return classInfoFromConfig(cfg);
+}
+
+/** N when the weights are DIR's own encoder_epoch_N.pth / decoder_epoch_N.pth (a run's epoch). */
+function trainedEpoch(cfg: SegtoolConfig, weights: readonly string[]): number | undefined {
+  const match = weights.length > 0 ? /^(?:encoder|decoder)_epoch_(\d+)\.pth$/.exec(basename(weights[0]!)) : null;
+  return match && resolve(dirname(weights[0]!)) === resolve(cfg.DIR) ? Number(match[1]) : undefined;
+}
+
+/** Where the heat map of a metrics file goes: metrics_epoch_20.json -> metrics_epoch_20_confusion.png. */
+export function confusionFileFor(metricsFile: string): string {
+  const ext = extname(metricsFile);
+  return `${ext ? metricsFile.slice(0, -ext.length) : metricsFile}_confusion.png`;
+}
+
+/** Classes a panel shows: those in the ground truth (the confusion matrix's rows) and the prediction (native counts), most pixels first. */
+function panelClasses(confusion: Float64Array, predicted: BigInt64Array, numClass: number): number[] {
+  const pixels = new Float64Array(numClass);
+  for (let y = 0; y < numClass; y++) {
+    let sum = 0;
+    for (let x = 0; x < numClass; x++) sum += confusion[y * numClass + x]!;
+    pixels[y] = sum + Number(predicted[y] ?? 0n);
+  }
+  const classes: number[] = [];
+  pixels.forEach((p, c) => {
+    if (p > 0) classes.push(c);
+  });
+  return classes.sort((a, b) => pixels[b]! - pixels[a]! || a - b);
 }
 
 function metricsJson(cfg: SegtoolConfig, result: EvaluateResult): unknown {
@@ -289,6 +347,7 @@ function metricsJson(cfg: SegtoolConfig, result: EvaluateResult): unknown {
     presentClasses: result.presentClasses,
     timePerImage: result.timePerImage,
     classes: result.classes,
+    confusion: result.confusion,
     badSamples: result.badSamples,
     date: new Date().toISOString(),
   };

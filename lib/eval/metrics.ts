@@ -76,6 +76,53 @@ export function intersectionAndUnion(pred: ClassIndexArray, label: ClassIndexArr
   return { intersection, union };
 }
 
+/**
+ * Everything the metrics need from one image, in one pass: the confusion matrix and the
+ * reference's intersection, union, correct and labeled counts (equal to intersectionAndUnion's
+ * and pixelAccuracy's). `confusion` is numClass x numClass, row-major: row = ground truth,
+ * column = prediction; unlabeled pixels (label < 0) and indices outside 0..numClass-1 count in
+ * no cell. Its diagonal is the intersection and its row sums the labeled pixels of each class.
+ */
+export function imageCounts(pred: ClassIndexArray, label: ClassIndexArray, numClass: number): ImageCounts {
+  expectInteger('numClass', numClass, 1);
+  const [p, l] = pair(pred, label);
+  const n = numClass;
+  const confusion = new Float64Array(n * n);
+  // The reference's areas also count a labeled pixel whose label or prediction is out of range
+  // on the side that is in range.
+  const labelOnly = new Float64Array(n);
+  const predOnly = new Float64Array(n);
+  let correct = 0;
+  let labeled = 0;
+  for (let i = 0; i < l.length; i++) {
+    const y = l[i]!;
+    if (!(y >= 0)) continue;
+    labeled++;
+    const x = p[i]!;
+    if (x === y) correct++;
+    const predInRange = x >= 0 && x < n;
+    if (y < n) {
+      if (predInRange) confusion[y * n + x]! += 1;
+      else labelOnly[y]! += 1;
+    } else if (predInRange) predOnly[x]! += 1;
+  }
+  const intersection = new Float64Array(n);
+  const union = new Float64Array(n);
+  const areaPred = predOnly;
+  for (let y = 0; y < n; y++) {
+    let areaLabel = labelOnly[y]!;
+    for (let x = 0; x < n; x++) {
+      const v = confusion[y * n + x]!;
+      areaLabel += v;
+      areaPred[x]! += v;
+    }
+    intersection[y] = confusion[y * n + y]!;
+    union[y] = areaLabel - intersection[y]!;
+  }
+  for (let c = 0; c < n; c++) union[c]! += areaPred[c]!;
+  return { intersection, union, correct, labeled, confusion, accuracy: correct / (labeled + EPSILON) };
+}
+
 /** Correct and labeled pixel counts of one image (the reference's `accuracy` before dividing). */
 export function pixelAccuracy(pred: ClassIndexArray, label: ClassIndexArray): PixelAccuracy {
   const [p, l] = pair(pred, label);
@@ -129,6 +176,15 @@ export interface ImageMetrics extends IntersectionAndUnion, PixelAccuracy {
   accuracy: number;
 }
 
+/** One image's metrics with its confusion matrix (imageCounts). */
+export interface ImageCounts extends ImageMetrics {
+  /** numClass x numClass pixel counts, row-major: row = ground truth, column = prediction. */
+  confusion: Float64Array;
+}
+
+/** Per-image counts handed to `addImage`; without `confusion` the dataset has no confusion matrix. */
+export type ImageCountsInput = IntersectionAndUnion & PixelAccuracy & { confusion?: ArrayLike<number> };
+
 /** Plain-data partial sums (JSON/structured-clone safe) to send between workers or ranks. */
 export interface MetricSums {
   numClass: number;
@@ -139,6 +195,10 @@ export interface MetricSums {
   labeled: number;
   /** Sum over images of accuracy x labeled pixels (the reference's AverageMeter sum). */
   accuracySum: number;
+  /** Images whose confusion matrix is in `confusion` (absent: none). */
+  confusionImages?: number;
+  /** numClass x numClass row-major sums (rows ground truth, columns prediction). */
+  confusion?: number[];
 }
 
 export interface MetricsSummary {
@@ -154,6 +214,11 @@ export interface MetricsSummary {
   score: number;
   correct: number;
   labeled: number;
+  /**
+   * numClass x numClass pixel counts, row-major (row = ground truth, column = prediction), when
+   * every image added had one (images added through `addImage` without `confusion` leave it out).
+   */
+  confusion?: Float64Array;
 }
 
 /**
@@ -166,6 +231,9 @@ export class MetricsAccumulator {
   readonly numClass: number;
   readonly intersection: Float64Array;
   readonly union: Float64Array;
+  /** Confusion-matrix sums (numClass x numClass, rows ground truth); complete when confusionImages === images. */
+  readonly confusion: Float64Array;
+  confusionImages = 0;
   images = 0;
   correct = 0;
   labeled = 0;
@@ -175,23 +243,27 @@ export class MetricsAccumulator {
     this.numClass = expectInteger('numClass', numClass, 1);
     this.intersection = new Float64Array(numClass);
     this.union = new Float64Array(numClass);
+    this.confusion = new Float64Array(numClass * numClass);
   }
 
-  /** Scores one image and adds it; returns that image's metrics. */
-  add(pred: ClassIndexArray, label: ClassIndexArray): ImageMetrics {
-    const { intersection, union } = intersectionAndUnion(pred, label, this.numClass);
-    const counts = pixelAccuracy(pred, label);
-    const image: ImageMetrics = { intersection, union, ...counts, accuracy: imageAccuracy(counts) };
+  /** Scores one image (imageCounts) and adds it; returns that image's metrics and confusion matrix. */
+  add(pred: ClassIndexArray, label: ClassIndexArray): ImageCounts {
+    const image = imageCounts(pred, label, this.numClass);
     this.addImage(image);
     return image;
   }
 
   /** Adds one image's counts computed elsewhere (e.g. in a worker). */
-  addImage(image: IntersectionAndUnion & PixelAccuracy): void {
+  addImage(image: ImageCountsInput): void {
     this.checkCounts(image.intersection, image.union, 'image');
+    this.checkConfusion(image.confusion, 'image');
     for (let c = 0; c < this.numClass; c++) {
       this.intersection[c]! += image.intersection[c]!;
       this.union[c]! += image.union[c]!;
+    }
+    if (image.confusion) {
+      for (let i = 0; i < this.confusion.length; i++) this.confusion[i]! += image.confusion[i]!;
+      this.confusionImages++;
     }
     this.correct += image.correct;
     this.labeled += image.labeled;
@@ -205,9 +277,14 @@ export class MetricsAccumulator {
       throw new SegtoolError('ERR_INVALID_ARG', `Expected partial sums for ${this.numClass} classes but received ${other.numClass}`);
     }
     this.checkCounts(other.intersection, other.union, 'partial sums');
+    this.checkConfusion(other.confusion, 'partial sums');
     for (let c = 0; c < this.numClass; c++) {
       this.intersection[c]! += other.intersection[c]!;
       this.union[c]! += other.union[c]!;
+    }
+    if (other.confusion && other.confusionImages) {
+      for (let i = 0; i < this.confusion.length; i++) this.confusion[i]! += other.confusion[i]!;
+      this.confusionImages += other.confusionImages;
     }
     this.images += other.images;
     this.correct += other.correct;
@@ -225,6 +302,22 @@ export class MetricsAccumulator {
     }
   }
 
+  private checkConfusion(confusion: ArrayLike<number> | undefined, what: string): void {
+    if (confusion !== undefined && confusion?.length !== this.confusion.length) {
+      throw new SegtoolError(
+        'ERR_INVALID_ARG',
+        `Expected ${what} with a confusion matrix of ${this.numClass} x ${this.numClass} = ${this.confusion.length} counts but received ${describe(confusion)}`,
+      );
+    }
+  }
+
+  /** The confusion matrix as rows (ground truth) of counts by prediction, when every image added had one. */
+  confusionRows(): number[][] | undefined {
+    if (this.confusionImages !== this.images) return undefined;
+    const n = this.numClass;
+    return Array.from({ length: n }, (_, y) => Array.from(this.confusion.subarray(y * n, (y + 1) * n)));
+  }
+
   toJSON(): MetricSums {
     return {
       numClass: this.numClass,
@@ -234,6 +327,7 @@ export class MetricsAccumulator {
       correct: this.correct,
       labeled: this.labeled,
       accuracySum: this.accuracySum,
+      ...(this.confusionImages > 0 ? { confusionImages: this.confusionImages, confusion: Array.from(this.confusion) } : {}),
     };
   }
 
@@ -268,6 +362,7 @@ export class MetricsAccumulator {
       score: (pixelAccuracy + meanIoU) / 2,
       correct: this.correct,
       labeled: this.labeled,
+      ...(this.confusionImages === this.images ? { confusion: this.confusion.slice() } : {}),
     };
   }
 }

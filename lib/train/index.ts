@@ -4,3 +4,4 @@ export { train, trainingCheckpointPath, listTrainingCheckpoints, trainingModelOp
 export type { TrainOptions, TrainResult, TrainEvent, IterationEvent, TrainHistoryEntry } from './train.js';
 export { readSampleList, resolveConfigInput, type ConfigInput } from './common.js';
 export { writeFileAtomic, writeJsonAtomic } from '../io/files.js';
+export { TensorBoardWriter, tfRecord, maskedCrc32c, crc32c, tensorBoardDir, tensorBoardLogger, logEvaluation } from './tensorboard.js';

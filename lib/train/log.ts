@@ -43,3 +43,16 @@ export function formatTrainLine(f: TrainLogFields): string {
     `Accuracy: ${f.accuracy.toFixed(2).padStart(4)}, Loss: ${f.loss.toFixed(6)}`
   );
 }
+
+/** The fields of a history entry (TrainHistoryEntry), in the CSV's column order. */
+const CSV_COLUMNS = ['epoch', 'iteration', 'loss', 'accuracy', 'lrEncoder', 'lrDecoder'] as const;
+
+/**
+ * history.csv: every logged iteration of history.json, one row each, for spreadsheets and
+ * plotting tools (header: epoch,iteration,loss,accuracy,lr_encoder,lr_decoder; numbers at full
+ * precision).
+ */
+export function historyCsv(history: ReadonlyArray<Record<(typeof CSV_COLUMNS)[number], number>>): string {
+  const header = 'epoch,iteration,loss,accuracy,lr_encoder,lr_decoder';
+  return [header, ...history.map((entry) => CSV_COLUMNS.map((k) => String(entry[k])).join(','))].join('\n') + '\n';
+}

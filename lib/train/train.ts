@@ -33,8 +33,9 @@ import { loadNative } from '../native.js';
 import { setNumThreads } from '../tensor.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
 import { resolveConfigInput, type ConfigInput, readSampleList } from './common.js';
-import { writeJsonAtomic } from '../io/files.js';
-import { AverageMeter, formatTrainLine } from './log.js';
+import { writeFileAtomic, writeJsonAtomic } from '../io/files.js';
+import { AverageMeter, formatTrainLine, historyCsv } from './log.js';
+import { tensorBoardDir, tensorBoardLogger, TensorBoardWriter } from './tensorboard.js';
 import { FROM_SCRATCH_WARNING, loadImagenetEncoder } from './pretrained.js';
 import { learningRatesAt, type ScheduleSettings } from './schedule.js';
 
@@ -307,7 +308,18 @@ async function trainRanks(
 
   manualSeed(cfg.TRAIN.seed); // the reference's torch.manual_seed: initial weights follow the seed
   const model = await SegmentationModel.create(trainingModelOptions(cfg));
+  let tensorboard: TensorBoardWriter | undefined;
   try {
+    if (writer && cfg.TRAIN.tensorboard) {
+      // TRAIN.tensorboard: the run's scalars from its events, in DIR/tensorboard.
+      tensorboard = await TensorBoardWriter.open(tensorBoardDir(dir));
+      const toBoard = tensorBoardLogger(tensorboard);
+      const report = emit;
+      emit = (event) => {
+        toBoard(event);
+        report(event);
+      };
+    }
     if (model.outputStride !== cfg.DATASET.segm_downsampling_rate) {
       throw new SegtoolError(
         'ERR_CONFIG',
@@ -496,6 +508,7 @@ async function trainRanks(
         await saveReferenceWeights(model, dir, epoch);
         await saveTrainingCheckpoint(checkpoint, { model, epoch, iteration, config: cfg, rng: JSON.stringify(rngState), history, classes });
         await writeJsonAtomic(join(dir, 'history.json'), history);
+        await writeFileAtomic(join(dir, 'history.csv'), historyCsv(history));
         const older = (await listTrainingCheckpoints(dir)).filter((c) => c.epoch < epoch);
         const keep = options.keepCheckpoints ?? 1;
         for (const old of older.slice(0, Math.max(0, older.length - (keep - 1)))) await rm(old.path, { force: true });
@@ -517,6 +530,7 @@ async function trainRanks(
     return result;
   } finally {
     model.dispose();
+    await tensorboard?.close();
   }
 }
 
