@@ -73,6 +73,7 @@ test('defaults are the reference defaults', () => {
   // segtool's additions
   assert.equal(cfg.TRAIN.bn_momentum, 0.001);
   assert.equal(cfg.DATASET.normalization, 'imagenet');
+  assert.equal(cfg.DATASET.resize, 'pil');
   assert.equal(cfg.DATASET.label_padding, 'ignore');
   assert.equal(cfg.MODEL.pretrained, true); // the reference's behaviour: an empty weights_encoder means ImageNet weights
   assert.equal(cfg.DATASET.class_info, '');
@@ -82,7 +83,7 @@ test('defaults are the reference defaults', () => {
   // every key has a doc, and only segtool's own keys are marked
   const marked = CONFIG_KEYS.filter((k) => CONFIG_SPECS[k].segtool);
   const runtime = ['TRAIN', 'VAL', 'TEST'].flatMap((s) => ['device', 'precision', 'channels_last', 'cudnn_benchmark'].map((k) => `${s}.${k}`));
-  assert.deepEqual(marked.sort(), ['DATASET.class_info', 'DATASET.label_padding', 'DATASET.normalization', 'MODEL.pretrained', 'TRAIN.bn_momentum', ...runtime].sort());
+  assert.deepEqual(marked.sort(), ['DATASET.class_info', 'DATASET.label_padding', 'DATASET.normalization', 'DATASET.resize', 'MODEL.pretrained', 'TRAIN.bn_momentum', ...runtime].sort());
   for (const key of CONFIG_KEYS) assert.ok(CONFIG_SPECS[key].doc.length > 0, key);
 });
 

@@ -76,6 +76,14 @@ export function hasDeepSupervision(decoder: DecoderName): boolean {
 export const NORMALIZATIONS = ['imagenet', 'legacy-bgr'] as const;
 export type Normalization = (typeof NORMALIZATIONS)[number];
 
+/**
+ * Resize filters for `DATASET.resize` (implemented by lib/data/resize.ts): pil = Pillow's
+ * antialiased bilinear (the reference since 2019), opencv = OpenCV's cv2.resize INTER_LINEAR,
+ * no antialiasing (the 2018 seed, which the `baseline-*` weights were trained with).
+ */
+export const RESIZE_METHODS = ['pil', 'opencv'] as const;
+export type ResizeMethod = (typeof RESIZE_METHODS)[number];
+
 /** Label padding policies for `DATASET.label_padding` (implemented by lib/data). */
 export const LABEL_PADDINGS = ['ignore', 'reference'] as const;
 export type LabelPadding = (typeof LABEL_PADDINGS)[number];

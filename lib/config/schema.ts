@@ -10,11 +10,13 @@ import {
   LABEL_PADDINGS,
   NORMALIZATIONS,
   OPTIMIZERS,
+  RESIZE_METHODS,
   type DecoderName,
   type EncoderName,
   type LabelPadding,
   type Normalization,
   type OptimizerName,
+  type ResizeMethod,
 } from './names.js';
 
 export interface DatasetConfig {
@@ -31,6 +33,8 @@ export interface DatasetConfig {
   random_flip: boolean | number;
   /** segtool: input normalisation preset. */
   normalization: Normalization;
+  /** segtool: image resize filter, pil (antialiased, the reference) or opencv (the 2018 seed). */
+  resize: ResizeMethod;
   /** segtool: class of the label canvas padding, -1 (`ignore`) or class 0 as the reference. */
   label_padding: LabelPadding;
   /** segtool: class names and colours (object150_info.csv layout, or YAML/JSON {name, color} list); '' = defaults. */
@@ -174,6 +178,7 @@ export const CONFIG_SPECS: { readonly [K in ConfigKey]: KeySpec<ConfigValue<K>> 
   'DATASET.segm_downsampling_rate': { default: 8, kind: int(1), doc: 'training labels are downsampled by this rate' },
   'DATASET.random_flip': { default: true, kind: { type: 'flip' }, doc: 'horizontal flip in training: true (p = 0.5), false, or a probability in [0, 1]' },
   'DATASET.normalization': { default: 'imagenet', kind: oneOf(NORMALIZATIONS), doc: 'input normalisation: imagenet (RGB/255, ImageNet mean/std) or legacy-bgr (BGR 0..255 minus mean, for older weights)', segtool: true },
+  'DATASET.resize': { default: 'pil', kind: oneOf(RESIZE_METHODS), doc: 'image resize filter: pil (Pillow\'s antialiased bilinear, the reference) or opencv (cv2.resize INTER_LINEAR without antialiasing, the 2018 seed that the baseline-* weights were trained with)', segtool: true, optional: true },
   'DATASET.label_padding': { default: 'ignore', kind: oneOf(LABEL_PADDINGS), doc: 'training label canvas padding: ignore (-1) or reference (class 0, as the reference did)', segtool: true },
   'DATASET.class_info': { default: '', kind: str(true), doc: 'class names and colours: a CSV in object150_info.csv layout or a YAML/JSON list of {name, color} (empty: ADE20K\'s for 150 classes, class_N and generated colours otherwise; a checkpoint\'s own list when it has one)', segtool: true, optional: true },
 

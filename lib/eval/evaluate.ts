@@ -176,6 +176,7 @@ async function evaluateShard(
       paddingConstant: cfg.DATASET.padding_constant,
       numClass: cfg.DATASET.num_class,
       normalize: cfg.DATASET.normalization,
+      resize: cfg.DATASET.resize,
       labels: true,
       keepOriginal: visualize,
       workers: options.workers ?? Math.min(cfg.TRAIN.workers, 2),

@@ -21,6 +21,7 @@ import { loadSharp, readBytes } from '../data/decode.js';
 import { resolveDecodeOptions, type NormalizePreset, type ResolvedDecodeOptions } from '../data/options.js';
 import type { PreparedImage, PrepareSource } from '../data/pipeline.js';
 import { WorkerPool } from '../data/pool.js';
+import type { ResizeFilter } from '../data/resize.js';
 import { SegtoolError } from '../errors.js';
 import type { SegmentationModel } from '../model.js';
 import { expectInteger, invalid } from '../validate.js';
@@ -179,6 +180,7 @@ export class PreparePool {
       imgMaxSize: number;
       paddingConstant: number;
       normalize: NormalizePreset;
+      resize?: ResizeFilter;
       keepOriginal?: boolean;
       decode?: ResolvedDecodeOptions;
     },
@@ -190,6 +192,7 @@ export class PreparePool {
       settings: {
         geometry: { imgSizes: [...settings.scales], imgMaxSize: settings.imgMaxSize, paddingConstant: settings.paddingConstant },
         normalize: settings.normalize,
+        ...(settings.resize ? { resize: settings.resize } : {}),
         decode: settings.decode ?? resolveDecodeOptions({ decoder: 'sharp' }),
         keepOriginal: settings.keepOriginal ?? false,
       },
@@ -227,6 +230,8 @@ export interface EngineSettings {
   imgMaxSize: number;
   paddingConstant: number;
   normalize: NormalizePreset;
+  /** Image resize filter (DATASET.resize); default 'pil'. */
+  resize?: ResizeFilter;
   minCoverage: number;
   limits: AdmissionLimits;
 }
@@ -282,6 +287,7 @@ export async function runStages(
     imgMaxSize: settings.imgMaxSize,
     paddingConstant: settings.paddingConstant,
     normalize: settings.normalize,
+    ...(settings.resize ? { resize: settings.resize } : {}),
     keepOriginal: outputs.has('original'),
     ...(decode ? { decode } : {}),
   });

@@ -396,6 +396,7 @@ async function trainRanks(
         randomFlip: flipProbability(cfg),
         numClass: cfg.DATASET.num_class,
         normalize: cfg.DATASET.normalization,
+        resize: cfg.DATASET.resize,
         labelPadding: cfg.DATASET.label_padding,
         seed: deriveSeed(cfg.TRAIN.seed, epoch),
         rank,
