@@ -4,7 +4,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { defaultConfig, mergeConfig, saveConfig } from '../dist/index.js';
+import { pythonFloat, resolveCommandConfig, seedDefaults, seedRunName } from '../dist/cli/seed.js';
+import { generateSyntheticDataset } from '../dist/demo/synthetic.js';
+import { cudaStatus } from '../dist/device.js';
 import { decodeImage } from '../dist/data/decode.js';
 import { resizeBilinear, resizeBilinearOpenCV } from '../dist/data/resize.js';
 
@@ -21,4 +29,145 @@ test("DATASET.resize 'opencv' computes what cv2.resize(INTER_LINEAR) computed (f
     // PIL's antialiased filter is another function: the test could fail.
     assert.notEqual(sha256(resizeBilinear(rgb.data, rgb.width, rgb.height, 3, c.width, c.height)), c.sha256);
   }
+});
+
+// --- Seed command lines ----------------------------------------------------------------------
+
+const run = promisify(execFile);
+const root = mkdtempSync(join(tmpdir(), 'segtool-seed-'));
+test.after(() => rmSync(root, { recursive: true, force: true }));
+const bin = resolve('bin/segtool');
+
+/** Runs bin/segtool in `cwd` (default: the seed layout's folder); {code, stdout, stderr} whatever the status. */
+async function segtool(args, { cwd = join(root, 'seed'), env = {} } = {}) {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [bin, ...args], { cwd, env: { ...process.env, SEGTOOL_THREADS: '1', ...env } });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    if (typeof error.code !== 'number') throw error;
+    return { code: error.code, stdout: error.stdout, stderr: error.stderr };
+  }
+}
+
+/** A small dataset laid out as the seed expects: ./data/train.odgt, ./data/validation.odgt. */
+let layout;
+async function seedLayout() {
+  layout ??= (async () => {
+    const dir = join(root, 'seed');
+    await generateSyntheticDataset(join(dir, 'data'), { train: 4, val: 2, width: 48, seed: 5 });
+    renameSync(join(dir, 'data', 'training.odgt'), join(dir, 'data', 'train.odgt'));
+    return dir;
+  })();
+  return layout;
+}
+
+// A small network instead of the seed's resnet50_dilated8, on CPU, in seconds.
+const SMALL = ['--arch_encoder', 'resnet18dilated', '--arch_decoder', 'c1_bilinear', '--fc_dim', '512'];
+const SHORT = ['--num_epoch', '1', '--epoch_iters', '2', '--imgMaxSize', '64', '--workers', '1', '--disp_iter', '1'];
+const NO_DOWNLOAD = ['MODEL.pretrained', 'false', 'TRAIN.bn_momentum', '0.1'];
+const RUN = 'baseline-resnet18dilated-c1_bilinear-ngpus1-batchSize2-imgMaxSize64-paddingConst8-segmDownsampleRate8-LR_encoder1e-05-LR_decoder0.02-epoch1-decay0.0001-fixBN0';
+
+test('pythonFloat and seedRunName print what train.py printed', () => {
+  assert.deepEqual([0.02, 1e-4, 1e-5, 2.5e-7, 1, 0.9, 1e16, 123.5].map(pythonFloat), ['0.02', '0.0001', '1e-05', '2.5e-07', '1.0', '0.9', '1e+16', '123.5']);
+  const cfg = seedDefaults('train');
+  assert.equal(
+    seedRunName('baseline', cfg, 8),
+    'baseline-resnet50_dilated8-ppm_bilinear_deepsup-ngpus8-batchSize16-imgMaxSize1000-paddingConst8-segmDownsampleRate8-LR_encoder0.02-LR_decoder0.02-epoch20-decay0.0001-fixBN0',
+  );
+  // The seed's defaults, and the 2018 input pipeline.
+  assert.deepEqual(cfg.DATASET.imgSizes, [300, 375, 450, 525, 600]);
+  assert.equal(cfg.DATASET.list_train, './data/train.odgt');
+  assert.equal(cfg.TRAIN.start_epoch, 0);
+  assert.equal(cfg.DATASET.normalization, 'legacy-bgr');
+  assert.equal(cfg.DATASET.resize, 'opencv');
+  assert.deepEqual(seedDefaults('eval').DATASET.imgSizes, [450]);
+  assert.deepEqual(seedDefaults('test').DATASET.imgSizes, [300, 400, 500, 600]);
+});
+
+test('the seed command lines: train names its run folder as train.py; eval --id and test --model_path find it', async () => {
+  const dir = await seedLayout();
+  let r = await segtool(['train', ...SMALL, ...SHORT, '--imgSize', '48', '40', '--lr_encoder', '1e-5', ...NO_DOWNLOAD]);
+  assert.equal(r.code, 0, r.stderr);
+  const runDir = join(dir, 'ckpt', RUN);
+  assert.ok(existsSync(join(runDir, 'encoder_epoch_1.pth')), readdirSync(join(dir, 'ckpt')).join(', '));
+  assert.ok(existsSync(join(runDir, 'decoder_epoch_1.pth')));
+  const saved = readFileSync(join(runDir, 'config.yaml'), 'utf8');
+  assert.match(saved, /imgSizes: \[48, 40\]/, '--imgSize takes several values');
+  assert.match(saved, /list_train: "\.\/data\/train\.odgt"/);
+  assert.match(saved, /normalization: "legacy-bgr"/);
+  assert.match(saved, /resize: "opencv"/);
+  assert.match(saved, /lr_encoder: 0?\.?1e-5|lr_encoder: 0\.00001/);
+
+  r = await segtool(['eval', '--id', RUN, '--suffix', '_epoch_1.pth', ...SMALL, '--imgSize', '48', '--visualize', '--num_val', '1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Evaluating 1 images|\[Eval Summary\]/);
+  assert.ok(existsSync(join(runDir, 'metrics_epoch_1.json')));
+  assert.deepEqual(readdirSync(join(dir, 'result', RUN)), ['scene_00001.png'], '<result>/<id>/, --num_val 1');
+
+  r = await segtool(['test', '--test_img', 'data/images/validation/scene_00002.png', '--model_path', join('ckpt', RUN), '--suffix', '_epoch_1.pth', ...SMALL, '--result', 'out']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(dir, 'out', 'scene_00002.png')));
+
+  // A missing run folder is named.
+  r = await segtool(['eval', '--id', 'nothing', ...SMALL]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /ckpt\/nothing\/encoder_epoch_20\.pth/);
+});
+
+test('--num_gpus 2 without CUDA runs two CPU ranks and says so; the folder says ngpus2-batchSize4', { skip: cudaStatus().available && 'CUDA present' }, async () => {
+  const dir = await seedLayout();
+  const r = await segtool(['train', '--num_gpus', '2', '--id', 'two', ...SMALL, ...SHORT, '--imgSize', '48', ...NO_DOWNLOAD]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /no CUDA device: --num_gpus 2 runs 2 CPU ranks \(a batch of 2 x 2 = 4 images, BatchNorm synchronised/);
+  assert.match(r.stdout, /with 2 ranks/);
+  const name = 'two-resnet18dilated-c1_bilinear-ngpus2-batchSize4-imgMaxSize64-paddingConst8-segmDownsampleRate8-LR_encoder0.02-LR_decoder0.02-epoch1-decay0.0001-fixBN0';
+  assert.ok(existsSync(join(dir, 'ckpt', name, 'encoder_epoch_1.pth')));
+  const bad = await segtool(['train', '--num_gpus', '2', '--nproc', '2', ...SMALL]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /--num_gpus and --nproc both say how many ranks/);
+});
+
+test('seed flags: validated under their own name, never together with an override of the same key; --cfg keeps its values', async () => {
+  await seedLayout();
+  let r = await segtool(['train', '--num_epoch', '-3']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /--num_epoch/);
+  r = await segtool(['train', '--arch_encoder', 'resnet50_dilated', '--num_epoch', '1']);
+  assert.match(r.stderr, /--arch_encoder: expected one of .* for MODEL\.arch_encoder but received "resnet50_dilated" \(did you mean resnet50dilated\?\)/);
+  r = await segtool(['train', '--lr_encoder', '0.1', 'TRAIN.lr_encoder', '0.2']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /--lr_encoder and the override TRAIN\.lr_encoder 0\.2 both set TRAIN\.lr_encoder; give one/);
+  r = await segtool(['eval', '--gpu', '0', '--gpu_id', '1', '--id', 'x']);
+  assert.match(r.stderr, /--gpu_id and --gpu both set VAL\.device/);
+  r = await segtool(['eval', '--suffix', 'epoch_20.pth', '--id', 'x']);
+  assert.match(r.stderr, /--suffix/);
+  r = await segtool(['eval', ...SMALL]);
+  assert.match(r.stderr, /needs --id/);
+  // --imgSize's values end at the first KEY: the rest are overrides; with --cfg the config's values stay.
+  const cfgPath = join(root, 'mine.yaml');
+  await saveConfig(mergeConfig(defaultConfig(), { DIR: join(root, 'mine'), TRAIN: { lr_decoder: 0.5 } }), cfgPath);
+  const { cfg } = await resolveCommandConfig('train', { cfg: cfgPath, imgSize: ['320', '480'], lr_encoder: '0.25' }, ['TRAIN.num_epoch', '3'], 'unused');
+  assert.deepEqual(cfg.DATASET.imgSizes, [320, 480]);
+  assert.equal(cfg.TRAIN.lr_encoder, 0.25);
+  assert.equal(cfg.TRAIN.lr_decoder, 0.5, 'the config\'s value, not the seed default');
+  assert.equal(cfg.MODEL.arch_encoder, 'resnet50dilated');
+  assert.equal(cfg.DATASET.normalization, 'imagenet');
+  assert.equal(cfg.DIR, join(root, 'mine'));
+  const split = await resolveCommandConfig('train', { imgSize: ['300', '400', 'TRAIN.num_epoch', '3'] }, [], 'unused');
+  assert.deepEqual(split.cfg.DATASET.imgSizes, [300, 400]);
+  assert.equal(split.cfg.TRAIN.num_epoch, 3);
+});
+
+test('segtool train --help shows the seed flags in their own group', async () => {
+  const r = await segtool(['train', '--help'], { cwd: process.cwd() });
+  assert.equal(r.code, 0);
+  const at = r.stdout.indexOf('Seed flags');
+  assert.ok(at > 0, r.stdout);
+  const group = r.stdout.slice(at);
+  for (const flag of ['--num_gpus', '--arch_encoder', '--imgSize <sizes...>', '--segm_downsampling_rate', '--ckpt', '--id']) assert.ok(group.includes(flag), flag);
+  assert.ok(!r.stdout.slice(0, at).includes('--num_gpus'));
+  const ev = await segtool(['eval', '--help'], { cwd: process.cwd() });
+  for (const flag of ['--devices', '--device ', '--suffix', '--gpu_id', '--num_val']) assert.ok(ev.stdout.includes(flag), flag);
+  const te = await segtool(['test', '--help'], { cwd: process.cwd() });
+  for (const flag of ['--test_img', '--model_path']) assert.ok(te.stdout.includes(flag), flag);
 });

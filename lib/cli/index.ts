@@ -5,6 +5,7 @@ import { SegtoolError } from '../errors.js';
 import { systemInfo } from '../system.js';
 import { runForward, type ForwardOptions } from './forward.js';
 import { convertWeights } from '../checkpoint.js';
+import { optionalValuesBeforeKeys } from './common.js';
 import { demoCommand } from './demo.js';
 import { downloadCommand } from './download.js';
 import { evalCommand } from './eval.js';
@@ -94,7 +95,7 @@ export function buildProgram(): Command {
 /** Runs the CLI; a SegtoolError prints its message (no stack) and exits with status 1. */
 export async function main(argv: string[] = process.argv): Promise<void> {
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram().parseAsync(optionalValuesBeforeKeys(argv));
   } catch (error) {
     if (error instanceof SegtoolError) {
       console.error(`segtool: ${error.message}`);

@@ -338,6 +338,16 @@ function parseOverrideText(kind: ValueKind, text: string): unknown {
   }
 }
 
+/**
+ * What is wrong with override text `text` for `key` on its own (its type and range, not how it
+ * fits the other keys), as a message starting with `where`; undefined when it is fine.
+ */
+export function overrideProblem(key: ConfigKey, text: string, where: string): string | undefined {
+  const spec = CONFIG_SPECS[key] as KeySpec<unknown>;
+  const value = parseOverrideText(spec.kind, text);
+  return coerce(spec.kind, value) === undefined ? badValue(where, key, spec, value) : undefined;
+}
+
 /** Applies `KEY VALUE` overrides (later ones win) and validates; returns a new config. */
 export function applyOverrides(cfg: SegtoolConfig, overrides: ConfigOverrides, title = 'overrides'): SegtoolConfig {
   const out = cloneConfig(cfg);
