@@ -5,11 +5,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { defaultConfig, mergeConfig, saveConfig } from '../dist/index.js';
+import { defaultConfig, loadConfig, mergeConfig, saveConfig, SegmentationModel } from '../dist/index.js';
+import { saveReferenceWeights } from '../dist/checkpoint.js';
 import { pythonFloat, resolveCommandConfig, seedDefaults, seedRunName } from '../dist/cli/seed.js';
 import { generateSyntheticDataset } from '../dist/demo/synthetic.js';
 import { cudaStatus } from '../dist/device.js';
@@ -170,4 +172,69 @@ test('segtool train --help shows the seed flags in their own group', async () =>
   for (const flag of ['--devices', '--device ', '--suffix', '--gpu_id', '--num_val']) assert.ok(ev.stdout.includes(flag), flag);
   const te = await segtool(['test', '--help'], { cwd: process.cwd() });
   for (const flag of ['--test_img', '--model_path']) assert.ok(te.stdout.includes(flag), flag);
+});
+
+// --- The 2018 released models, from a loopback mirror ----------------------------------------
+
+const MODEL = 'baseline-resnet50_dilated8-ppm_bilinear_deepsup';
+const served = new Map(); // URL path -> file on disk
+const requests = [];
+const server = createServer((req, res) => {
+  requests.push(req.url);
+  const file = served.get(req.url);
+  if (!file) return res.writeHead(404).end('not found');
+  res.writeHead(200, { 'content-length': statSync(file).size });
+  createReadStream(file).pipe(res);
+});
+await new Promise((done) => server.listen(0, '127.0.0.1', done));
+const mirror = `http://127.0.0.1:${server.address().port}/`;
+test.after(() => server.close());
+
+test('segtool download baseline-*: the seed\'s folders on the host, into the bundled config\'s DIR, with the 2018 pipeline; demo-test segments ADE_val_00001519.jpg', async () => {
+  // Weights of the released architecture (procedural values: the real ones are 200 MB away).
+  const weights = join(root, 'released');
+  const model = await SegmentationModel.create({ encoder: 'resnet50_dilated8', decoder: 'ppm_bilinear_deepsup', fcDim: 2048, numClass: 150, init: 'procedural' });
+  try {
+    await saveReferenceWeights(model, weights, 20);
+  } finally {
+    model.dispose();
+  }
+  served.set(`/model/pytorch/${MODEL}/encoder_epoch_20.pth`, join(weights, 'encoder_epoch_20.pth'));
+  served.set(`/model/pytorch/${MODEL}/decoder_epoch_20.pth`, join(weights, 'decoder_epoch_20.pth'));
+  const cwd = join(root, 'released-run');
+  mkdirSync(cwd, { recursive: true });
+  const env = { SEGTOOL_CACHE: join(root, 'cache'), SEGTOOL_MIRROR: '' };
+
+  // Offline (nothing served for the image yet): the three files and where they go.
+  let r = await segtool(['demo-test', '--mirror', mirror], { cwd, env });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /demo-test needs these three files/);
+  for (const path of [`model/pytorch/${MODEL}/encoder_epoch_20.pth`, `model/pytorch/${MODEL}/decoder_epoch_20.pth`, 'data/ADEChallengeData2016/images/validation/ADE_val_00001519.jpg']) {
+    assert.ok(r.stderr.includes(`${mirror}${path}\n    -> ${join(root, 'cache', ...path.split('/'))}`), path);
+  }
+  assert.ok(existsSync(join(cwd, 'ckpt', MODEL, 'encoder_epoch_20.pth')), 'the weights came before the image failed');
+
+  served.set('/data/ADEChallengeData2016/images/validation/ADE_val_00001519.jpg', resolve('test/fixtures/data/ADE_val_00001519.jpg'));
+  const before = requests.length;
+  r = await segtool(['demo-test', '--mirror', mirror, '--result', 'out', 'DATASET.imgSizes', '64'], { cwd, env });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /the 2018 pipeline: legacy-bgr normalisation, opencv resize/);
+  assert.deepEqual(requests.slice(before), ['/data/ADEChallengeData2016/images/validation/ADE_val_00001519.jpg'], 'the weights from the cache');
+  const panel = await (await import('sharp')).default(join(cwd, 'out', 'ADE_val_00001519.png')).metadata();
+  assert.deepEqual([panel.width, panel.height], [768 * 2, 512], 'image | prediction');
+  assert.ok(existsSync(join(cwd, 'out', 'ADE_val_00001519_label.png')));
+
+  // segtool download names the same folder; the config it goes with chooses the 2018 pipeline.
+  r = await segtool(['download', MODEL, '--mirror', mirror, '--dir', 'elsewhere'], { cwd, env });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /encoder_epoch_20\.pth already present/);
+  assert.ok(existsSync(join(cwd, 'elsewhere', 'decoder_epoch_20.pth')));
+  const cfg = await loadConfig(MODEL);
+  assert.equal(cfg.DATASET.normalization, 'legacy-bgr');
+  assert.equal(cfg.DATASET.resize, 'opencv');
+  assert.equal(cfg.MODEL.arch_encoder, 'resnet50_dilated8');
+  // ...and a key overrides it.
+  assert.equal((await loadConfig(MODEL, ['DATASET.resize', 'pil'])).DATASET.resize, 'pil');
+  const r101 = await loadConfig('baseline-resnet101_dilated8-ppm_bilinear_deepsup');
+  assert.equal(r101.VAL.checkpoint, 'epoch_25.pth');
 });

@@ -7,6 +7,7 @@ import { runForward, type ForwardOptions } from './forward.js';
 import { convertWeights } from '../checkpoint.js';
 import { optionalValuesBeforeKeys } from './common.js';
 import { demoCommand } from './demo.js';
+import { demoTestCommand } from './demo-test.js';
 import { downloadCommand } from './download.js';
 import { evalCommand } from './eval.js';
 import { exportCommand } from './export.js';
@@ -86,7 +87,7 @@ export function buildProgram(): Command {
       for (const path of written) console.log(`wrote ${path}`);
     });
 
-  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), modelsCommand(), downloadCommand(), exportCommand()]) {
+  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), demoTestCommand(), modelsCommand(), downloadCommand(), exportCommand()]) {
     program.addCommand(command);
   }
   return program;
