@@ -4,14 +4,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { execFile } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { copyFileSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { defaultConfig, loadConfig, mergeConfig, saveConfig, SegmentationModel } from '../dist/index.js';
 import { saveReferenceWeights } from '../dist/checkpoint.js';
+import { optionalValuesBeforeKeys } from '../dist/cli/common.js';
+import { encodePng } from '../dist/eval/png.js';
+import { findImages } from '../dist/segment.js';
+import { train } from '../dist/train/index.js';
 import { pythonFloat, resolveCommandConfig, seedDefaults, seedRunName } from '../dist/cli/seed.js';
 import { generateSyntheticDataset } from '../dist/demo/synthetic.js';
 import { cudaStatus } from '../dist/device.js';
@@ -237,4 +241,126 @@ test('segtool download baseline-*: the seed\'s folders on the host, into the bun
   assert.equal((await loadConfig(MODEL, ['DATASET.resize', 'pil'])).DATASET.resize, 'pil');
   const r101 = await loadConfig('baseline-resnet101_dilated8-ppm_bilinear_deepsup');
   assert.equal(r101.VAL.checkpoint, 'epoch_25.pth');
+});
+
+// --- Rough edges (issue 16): each fails without its fix -------------------------------------
+
+test('segtool test: x.jpg and x.png in one folder get outputs of their own', async () => {
+  const dir = join(root, 'same-stem');
+  mkdirSync(dir, { recursive: true });
+  const sharp = (await import('sharp')).default;
+  copyFileSync('test/fixtures/data/ADE_val_00001519.jpg', join(dir, 'x.jpg'));
+  await sharp(join(dir, 'x.jpg')).png().toFile(join(dir, 'x.png'));
+  await sharp(join(dir, 'x.jpg')).png().toFile(join(dir, 'x-1.png')); // the first suffix is taken
+  const found = await findImages([dir]);
+  const stems = found.map((f) => f.name.replace(/\.[^.]+$/, ''));
+  assert.equal(new Set(stems).size, 3, stems.join(', '));
+  assert.deepEqual(stems.sort(), ['x', 'x-1', 'x-2']);
+});
+
+test('segtool eval on another list keeps the earlier metrics file; the same list replaces it', async () => {
+  const dir = await seedLayout();
+  const runDir = join(dir, 'ckpt', RUN);
+  const first = readFileSync(join(runDir, 'metrics_epoch_1.json'), 'utf8');
+  let r = await segtool(['eval', '--id', RUN, '--suffix', '_epoch_1.pth', ...SMALL, '--imgSize', '48', '--list_val', './data/train.odgt']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(readFileSync(join(runDir, 'metrics_epoch_1.json'), 'utf8'), first);
+  assert.equal(JSON.parse(readFileSync(join(runDir, 'metrics_epoch_1-train.json'), 'utf8')).dataset.list, './data/train.odgt');
+  assert.match(r.stdout, /metrics_epoch_1-train\.json/);
+  r = await segtool(['eval', '--id', RUN, '--suffix', '_epoch_1.pth', ...SMALL, '--imgSize', '48', '--list_val', './data/train.odgt']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(!existsSync(join(runDir, 'metrics_epoch_1-train-2.json')), 'the same list replaces its own file');
+});
+
+test('--resume without a value leaves the next KEY to the overrides', async () => {
+  assert.deepEqual(optionalValuesBeforeKeys(['node', 'segtool', 'train', '--resume', 'TRAIN.num_epoch', '2']), ['node', 'segtool', 'train', '--resume=', 'TRAIN.num_epoch', '2']);
+  assert.deepEqual(optionalValuesBeforeKeys(['train', '--resume', 'ckpt/x.safetensors', 'DIR', 'y']), ['train', '--resume', 'ckpt/x.safetensors', 'DIR', 'y']);
+  const dir = await seedLayout();
+  const runDir = join(dir, 'ckpt', RUN);
+  const r = await segtool(['train', '--cfg', join(runDir, 'config.yaml'), '--resume', 'TRAIN.num_epoch', '2', 'TRAIN.workers', '1']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Training epochs 2\.\.2 .*resumed from .*checkpoint_epoch_1\.safetensors/);
+  assert.ok(existsSync(join(runDir, 'encoder_epoch_2.pth')));
+});
+
+test('segtool models marks the seed\'s names as aliases', async () => {
+  const r = await segtool(['models', '--json'], { cwd: process.cwd() });
+  const listing = JSON.parse(r.stdout);
+  const encoder = (name) => listing.encoders.find((e) => e.name === name);
+  assert.equal(encoder('resnet50_dilated8').aliasOf, 'resnet50dilated');
+  assert.equal(encoder('resnet50dilated').aliasOf, undefined);
+  assert.equal(listing.decoders.find((d) => d.name === 'ppm_bilinear_deepsup').aliasOf, 'ppm_deepsup');
+  const text = await segtool(['models'], { cwd: process.cwd() });
+  assert.match(text.stdout, /resnet101_dilated16 +2048 +alias of resnet101dilated16/);
+});
+
+test('the demo counts the classes that never occur instead of printing 139', async () => {
+  const dir = join(root, 'demo');
+  const r = await segtool(['demo', '--dir', dir, '--images', '4', '--val', '2', '--size', '48', '--epochs', '1', '--iters', '1', '--batch', '2', '--seed', '7'], { cwd: root });
+  assert.equal(r.code, 0, r.stderr);
+  const metrics = JSON.parse(readFileSync(join(dir, 'ckpt', 'metrics_epoch_1.json'), 'utf8'));
+  const never = 150 - metrics.presentClasses;
+  assert.match(r.stdout, new RegExp(`all 150 ADE20K classes \\(the reference's definition; ${never} never occur in these scenes\\)`));
+});
+
+test('configs: an empty file is refused; YAML anchors and aliases are YAML', async () => {
+  const empty = join(root, 'empty.yaml');
+  writeFileSync(empty, '# nothing yet\n\n');
+  await assert.rejects(loadConfig(empty), (e) => e.code === 'ERR_CONFIG' && e.message.includes(`${empty} is empty`));
+  const r = await segtool(['train', '--cfg', empty], { cwd: root });
+  assert.match(r.stderr, /empty\.yaml is empty/);
+  const anchors = join(root, 'anchors.yaml');
+  writeFileSync(anchors, 'TRAIN:\n  lr_encoder: &lr 0.01\n  lr_decoder: *lr\nVAL: &runtime\n  batch_size: 1\nDIR: ckpt/anchors\n');
+  const cfg = await loadConfig(anchors);
+  assert.equal(cfg.TRAIN.lr_decoder, 0.01);
+  writeFileSync(anchors, 'TRAIN:\n  lr_decoder: *nowhere\n');
+  await assert.rejects(loadConfig(anchors), (e) => e.code === 'ERR_CONFIG' && /anchors\.yaml:2: invalid YAML: .*nowhere/.test(e.message));
+});
+
+test('errors name the key or flag the user wrote, not options.imgSizes[0], numClass or workers', async () => {
+  for (const [args, expected] of [
+    [['DATASET.imgSizes', '20000'], /DATASET\.imgSizes/],
+    [['DATASET.num_class', '70000'], /DATASET\.num_class/],
+    [['TRAIN.workers', '100'], /TRAIN\.workers/],
+    [['--workers', '100'], /--workers/],
+  ]) {
+    const r = await segtool(['test', '--cfg', 'resnet18dilated-ppm_deepsup', '--imgs', 'test/fixtures/data/ADE_val_00001519.jpg', ...args], { cwd: process.cwd() });
+    assert.equal(r.code, 1, args.join(' '));
+    assert.match(r.stderr, expected, r.stderr);
+    assert.doesNotMatch(r.stderr, /options\.|numClass|for workers/, r.stderr);
+  }
+});
+
+test('segtool train | head -2: a closed stdout ends the output, never the training', async () => {
+  const dir = await seedLayout();
+  const runDir = join(dir, 'ckpt', RUN);
+  const out = join(root, 'epipe');
+  const child = spawn(process.execPath, [bin, 'train', '--cfg', join(runDir, 'config.yaml'), 'DIR', out, 'TRAIN.num_epoch', '2', 'TRAIN.workers', '1'], {
+    cwd: dir,
+    env: { ...process.env, SEGTOOL_THREADS: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  // Read the first line, then go away as `head` does.
+  await new Promise((done) => child.stdout.once('data', done));
+  child.stdout.destroy();
+  const code = await new Promise((done) => child.on('exit', done));
+  assert.equal(code, 0, stderr);
+  assert.doesNotMatch(stderr, /EPIPE/);
+  assert.ok(existsSync(join(out, 'encoder_epoch_2.pth')), 'trained to the end');
+});
+
+test('an all-unlabeled batch is named as such, not as a NaN loss to fix with the learning rate', async () => {
+  const data = await generateSyntheticDataset(join(root, 'unlabeled'), { train: 2, val: 1, width: 32, seed: 3 });
+  for (const name of readdirSync(join(data.root, 'annotations', 'training'))) {
+    writeFileSync(join(data.root, 'annotations', 'training', name), await encodePng(new Uint8Array(32 * 32), 32, 32, { channels: 1 }));
+  }
+  const cfg = mergeConfig(defaultConfig(), {
+    DIR: join(root, 'unlabeled-run'),
+    DATASET: { root_dataset: data.root, list_train: data.trainList, list_val: data.valList, imgSizes: [32], imgMaxSize: 64 },
+    MODEL: { arch_encoder: 'resnet18dilated', arch_decoder: 'c1', fc_dim: 512, pretrained: false },
+    TRAIN: { batch_size_per_gpu: 2, num_epoch: 1, epoch_iters: 1, workers: 0 },
+  });
+  await assert.rejects(train(cfg), (e) => e.code === 'ERR_BAD_IMAGE' && /has no labelled pixel/.test(e.message) && /scene_00001\.png/.test(e.message) && !/lr_encoder/.test(e.message));
 });

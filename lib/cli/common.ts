@@ -9,10 +9,12 @@ import { SegtoolError } from '../errors.js';
 /** The reference scripts' default --cfg (config/ade20k-resnet50dilated-ppm_deepsup.yaml). */
 export const DEFAULT_CONFIG = 'resnet50dilated-ppm_deepsup';
 
-export function parseCount(name: string, min = 0): (text: string) => number {
+export function parseCount(name: string, min = 0, max = Number.MAX_SAFE_INTEGER): (text: string) => number {
   return (text: string) => {
     const value = Number(text);
-    if (!Number.isInteger(value) || value < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new InvalidArgumentError(`${name} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`}`);
+    }
     return value;
   };
 }

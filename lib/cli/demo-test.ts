@@ -9,7 +9,7 @@ import { Command } from 'commander';
 import { open } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { defaultClassInfo } from '../classes.js';
-import { bundledConfigPath, loadConfig } from '../config/index.js';
+import { bundledConfigPath, loadConfig, type SegtoolConfig } from '../config/index.js';
 import { cachedPath, fetchCached, mirrorBase } from '../download/cache.js';
 import { modelClassInfo } from '../eval/weights.js';
 import { SegtoolError } from '../errors.js';
@@ -44,8 +44,8 @@ async function expectJpeg(path: string): Promise<void> {
 }
 
 /** The three files demo-test needs, as "URL -> where to put it" lines. */
-export function demoTestFiles(mirror: string): string[] {
-  const paths = [releasedWeightsPath(DEMO_TEST_MODEL, 'encoder'), releasedWeightsPath(DEMO_TEST_MODEL, 'decoder'), DEMO_TEST_IMAGE];
+export function demoTestFiles(mirror: string, cfg: SegtoolConfig): string[] {
+  const paths = [releasedWeightsPath(cfg, 'encoder'), releasedWeightsPath(cfg, 'decoder'), DEMO_TEST_IMAGE];
   return paths.map((p) => `  ${mirror}${p}\n    -> ${cachedPath(p)}`);
 }
 
@@ -83,7 +83,7 @@ export function demoTestCommand(): Command {
           if (!(error instanceof SegtoolError && error.code === 'ERR_DOWNLOAD')) throw error;
           throw new SegtoolError(
             'ERR_DOWNLOAD',
-            `${error.message}\n\nOffline? demo-test needs these three files; fetch them on another machine and put each where the arrow says (they are checked before use), then run segtool demo-test again:\n${demoTestFiles(mirror).join('\n')}`,
+            `${error.message}\n\nOffline? demo-test needs these three files; fetch them on another machine and put each where the arrow says (they are checked before use), then run segtool demo-test again:\n${demoTestFiles(mirror, await loadConfig(cfgPath)).join('\n')}`,
             { cause: error },
           );
         }

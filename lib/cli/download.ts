@@ -14,7 +14,7 @@ import type { Stats } from 'node:fs';
 import { copyFile, link, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { checkWeightsFile } from '../checkpoint.js';
-import { BUNDLED_CONFIGS, bundledConfigFolder, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig, type BundledConfigName } from '../config/index.js';
+import { BUNDLED_CONFIGS, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig, type SegtoolConfig } from '../config/index.js';
 import { listFolder } from '../data/index.js';
 import { cachedPath, fetchCached, mirrorBase, type FetchCachedResult } from '../download/cache.js';
 import { hashFile, type Checksum, type DownloadProgress } from '../download/fetch.js';
@@ -34,12 +34,12 @@ export const ADE20K_ARCHIVE = Object.freeze({
 });
 
 /**
- * Where the released weights of a bundled config are below the host: the reference's
- * `model/pytorch/ade20k-<name>/`, the seed's `model/pytorch/baseline-.../`; `checkpoint` is the
- * config's VAL.checkpoint (epoch_20.pth; epoch_25.pth for the seed's resnet101 baseline).
+ * Where the released weights of a bundled config are below the host: `model/pytorch/<folder>/`,
+ * the folder being the config's DIR's last part (the reference's `ade20k-hrnetv2-c1`, ...,
+ * the seed's `baseline-...`), the file its VAL.checkpoint (epoch_20.pth, epoch_30.pth, ...).
  */
-export function releasedWeightsPath(config: BundledConfigName, part: 'encoder' | 'decoder', checkpoint = 'epoch_20.pth'): string {
-  return `model/pytorch/${bundledConfigFolder(config)}/${part}_${checkpoint}`;
+export function releasedWeightsPath(cfg: SegtoolConfig, part: 'encoder' | 'decoder'): string {
+  return `model/pytorch/${basename(cfg.DIR)}/${part}_${cfg.VAL.checkpoint}`;
 }
 
 /**
@@ -193,7 +193,7 @@ export async function downloadReleasedWeights(name: string, ctx: TargetContext):
   const architecture = { encoder: cfg.MODEL.arch_encoder, decoder: cfg.MODEL.arch_decoder, fcDim: cfg.MODEL.fc_dim, numClass: cfg.DATASET.num_class };
   for (const part of ['encoder', 'decoder'] as const) {
     const dest = join(dir, `${part}_${cfg.VAL.checkpoint}`);
-    const remotePath = releasedWeightsPath(found, part, cfg.VAL.checkpoint);
+    const remotePath = releasedWeightsPath(cfg, part);
     const cachedBefore = await stat(cachedPath(remotePath)).catch(() => undefined);
     const result = await fetchCached(remotePath, {
       mirror: ctx.mirror,

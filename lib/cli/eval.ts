@@ -45,7 +45,7 @@ export function evalCommand(): Command {
       .description('evaluate on DATASET.list_val at every DATASET.imgSizes scale: pixel accuracy, per-class IoU, mIoU')
       .option('--checkpoint <weights>', 'weights: a suffix in DIR (epoch_20.pth), a file, or a folder (default VAL.checkpoint)')
       .option('--visualize', 'write DIR/result/<name>.png = image | ground truth | prediction')
-      .option('--workers <n>', 'data loading threads (default 2)', parseCount('--workers'))
+      .option('--workers <n>', 'data loading threads (default 2)', parseCount('--workers', 0, 64))
       .option('--skip-bad', 'leave out unreadable samples and list them')
       .option('--all-classes', 'print the IoU of every class, absent ones too')
       .option('--gpu <n>', 'run on CUDA device n (= VAL.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),

@@ -93,8 +93,21 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * A reader that goes away (`segtool train ... | head -2`, `less` quitting) ends the output, never
+ * the command: training goes on to its checkpoints instead of dying with `write EPIPE`.
+ */
+export function survivePipeClose(stream: NodeJS.WriteStream): void {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED') return;
+    throw error;
+  });
+}
+
 /** Runs the CLI; a SegtoolError prints its message (no stack) and exits with status 1. */
 export async function main(argv: string[] = process.argv): Promise<void> {
+  survivePipeClose(process.stdout);
+  survivePipeClose(process.stderr);
   try {
     await buildProgram().parseAsync(optionalValuesBeforeKeys(argv));
   } catch (error) {

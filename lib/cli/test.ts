@@ -82,7 +82,7 @@ export function testCommand(): Command {
       .option('--result <dir>', 'output folder (default TEST.result)')
       .option('--confidence', 'also write NAME_confidence.png (probability of the predicted class)')
       .option('--probabilities', 'also write NAME_prob.safetensors with every class probability (float32, large)')
-      .option('--workers <n>', 'decoding threads (default 1)', parseCount('--workers'))
+      .option('--workers <n>', 'decoding threads (default 1)', parseCount('--workers', 0, 64))
       .option('--skip-bad', 'skip images that cannot be decoded instead of stopping')
       .option('--gpu <n>', 'run on CUDA device n (= TEST.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
   ), 'test').action(async (trailing: string[], options: TestCommandOptions) => {

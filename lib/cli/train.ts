@@ -93,7 +93,7 @@ export function trainCommand(): Command {
     new Command('train')
       .description('train a model as the config says (the reference\'s train.py), with per-epoch checkpoints')
       .option('--resume [checkpoint]', 'continue from a training checkpoint (default: the latest in DIR)')
-      .option('--workers <n>', 'data loading threads (default TRAIN.workers)', parseCount('--workers'))
+      .option('--workers <n>', 'data loading threads (default TRAIN.workers)', parseCount('--workers', 0, 64))
       .option('--skip-bad', 'leave out unreadable samples and list them at the end')
       .option('--skip-mismatched-head', 'fine-tuning: MODEL.weights_* tensors of another shape (a head for another class count) are left out')
       .option('--sync-bn <mode>', "BatchNorm across ranks: exact (default), reference (the reference's formula) or off")

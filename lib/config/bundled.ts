@@ -50,10 +50,10 @@ export function bundledConfigPath(name: string): string {
   if (found === undefined) {
     throw new SegtoolError('ERR_NOT_FOUND', `No bundled config named ${JSON.stringify(name)}${suggestBundledConfig(name)}`);
   }
-  return fileURLToPath(new URL(`${bundledConfigFolder(found)}.yaml`, CONFIG_DIR));
+  return fileURLToPath(new URL(`${bundledConfigFile(found)}.yaml`, CONFIG_DIR));
 }
 
-/** The config's file name without `.yaml`, which is also its released model's folder on the host. */
-export function bundledConfigFolder(name: BundledConfigName): string {
+/** The config's file name without `.yaml`. */
+function bundledConfigFile(name: BundledConfigName): string {
   return name.startsWith('baseline-') ? name : `ade20k-${name}`;
 }
