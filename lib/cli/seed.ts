@@ -174,7 +174,7 @@ function integerFlag(flag: string, value: string, min: number): number {
 }
 
 /** The override text a seed flag's value means for its key; validated with the flag's name. */
-function overrideText(flag: SeedFlag, command: SeedCommand, key: ConfigKey, raw: string | string[]): string {
+function overrideText(flag: SeedFlag, key: ConfigKey, raw: string | string[]): string {
   let text: string;
   if (flag.kind === 'sizes') {
     const list = Array.isArray(raw) ? raw : [raw];
@@ -198,7 +198,6 @@ function overrideText(flag: SeedFlag, command: SeedCommand, key: ConfigKey, raw:
   }
   const problem = overrideProblem(key, text, `--${flag.flag}: `);
   if (problem !== undefined) throw new SegtoolError('ERR_INVALID_ARG', problem);
-  void command;
   return text;
 }
 
@@ -255,7 +254,7 @@ export async function resolveCommandConfig(
     const flag = SEED_FLAGS.find((f) => f.flag === name)!;
     const key = keyOf(flag, command);
     if (key !== undefined) {
-      set(key, overrideText(flag, command, key, raw), `--${name}`);
+      set(key, overrideText(flag, key, raw), `--${name}`);
       continue;
     }
     const value = String(raw);
@@ -317,7 +316,7 @@ export function seedDefaults(command: SeedCommand): SegtoolConfig {
     const key = keyOf(flag, command);
     const value = flag.defaults[command];
     if (key === undefined || key === 'DIR' || value === undefined || value === '') continue;
-    overrides.push(key, overrideText(flag, command, key, flag.kind === 'sizes' ? value.split(' ') : value));
+    overrides.push(key, overrideText(flag, key, flag.kind === 'sizes' ? value.split(' ') : value));
   }
   return applyOverrides(defaultConfig(), overrides, `the seed's ${command} defaults`);
 }
