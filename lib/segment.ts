@@ -12,6 +12,7 @@ import {
   type BadSample,
   type DecodeOptions,
   type NormalizePreset,
+  type ResizeFilter,
   type RgbImage,
 } from './data/index.js';
 import { resolveDecodeOptions } from './data/options.js';
@@ -30,6 +31,8 @@ export interface SegmentOptions extends DecodeOptions {
   paddingConstant?: number;
   /** Input normalisation (DATASET.normalization); default 'imagenet'. */
   normalize?: NormalizePreset;
+  /** Image resize filter (DATASET.resize): 'pil' (default) or 'opencv' (the 2018 seed's, for the baseline-* weights). */
+  resize?: ResizeFilter;
   /** Keep the averaged class probabilities ([numClass, height, width]) in the result. */
   probabilities?: boolean;
   /** Also average every scale mirrored left-right (not in the reference; ~2x the time). */
@@ -82,12 +85,14 @@ export function segmentOptionsFromConfig(cfg: SegtoolConfig): SegmentOptions {
     imgMaxSize: cfg.DATASET.imgMaxSize,
     paddingConstant: cfg.DATASET.padding_constant,
     normalize: cfg.DATASET.normalization,
+    resize: cfg.DATASET.resize,
   };
 }
 
 interface ResolvedOptions {
   geometry: { imgSizes: number[]; imgMaxSize: number; paddingConstant: number };
   normalize: NormalizePreset;
+  resize: ResizeFilter;
   probabilities: boolean;
   flip: boolean;
   minCoverage: number;
@@ -97,7 +102,7 @@ interface ResolvedOptions {
   timeoutMs: number;
 }
 
-const SEGMENT_OPTION_KEYS = ['imgSizes', 'imgMaxSize', 'paddingConstant', 'normalize', 'probabilities', 'flip', 'minCoverage', 'names', 'exif', 'decoder', 'signal', 'timeoutMs'];
+const SEGMENT_OPTION_KEYS = ['imgSizes', 'imgMaxSize', 'paddingConstant', 'normalize', 'resize', 'probabilities', 'flip', 'minCoverage', 'names', 'exif', 'decoder', 'signal', 'timeoutMs'];
 
 function resolveOptions(options: SegmentOptions, extraKeys: readonly string[] = []): ResolvedOptions {
   expectObject('options', options, true);
@@ -115,6 +120,7 @@ function resolveOptions(options: SegmentOptions, extraKeys: readonly string[] = 
       paddingConstant: expectInteger('options.paddingConstant', options.paddingConstant ?? DEFAULTS.paddingConstant, 1, 1024),
     },
     normalize: expectOneOf('options.normalize', options.normalize ?? 'imagenet', ['imagenet', 'legacy-bgr'] as const),
+    resize: expectOneOf('options.resize', options.resize ?? 'pil', ['pil', 'opencv'] as const),
     probabilities: options.probabilities === undefined ? false : expectBoolean('options.probabilities', options.probabilities),
     flip: options.flip === undefined ? false : expectBoolean('options.flip', options.flip),
     minCoverage: expectNumber('options.minCoverage', options.minCoverage ?? 0.001, 0, 1),
@@ -181,6 +187,7 @@ export async function segment(model: SegmentationModel, input: string | Uint8Arr
       imgMaxSize: resolved.geometry.imgMaxSize,
       paddingConstant: resolved.geometry.paddingConstant,
       normalize: resolved.normalize,
+      resize: resolved.resize,
       minCoverage: resolved.minCoverage,
       limits: DEFAULT_LIMITS,
     },
@@ -228,6 +235,7 @@ export async function* segmentFiles(
     records: paths.map((image) => ({ image })),
     ...resolved.geometry,
     normalize: resolved.normalize,
+    resize: resolved.resize,
     labels: false,
     keepOriginal: true,
     workers: expectInteger('options.workers', options.workers ?? 1, 0, 64),

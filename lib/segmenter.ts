@@ -240,6 +240,7 @@ export class Segmenter {
       imgMaxSize: cfg.DATASET.imgMaxSize,
       paddingConstant: cfg.DATASET.padding_constant,
       normalize: cfg.DATASET.normalization,
+      resize: cfg.DATASET.resize,
       minCoverage,
       limits,
       concurrency,

@@ -69,7 +69,7 @@ test('models lists architectures, configs and the input', async () => {
   const r = await segtool('models', '--json');
   assert.equal(r.code, 0);
   const listing = JSON.parse(r.stdout);
-  assert.equal(listing.configs.length, 7);
+  assert.equal(listing.configs.length, 9, "the reference's seven and the seed's two baseline-* models");
   assert.ok(listing.encoders.some((e) => e.name === 'resnet50dilated' && e.channels === 2048));
   assert.ok(listing.decoders.some((d) => d.name === 'ppm_deepsup' && d.deepSupervision));
   assert.deepEqual(listing.input.normalization.imagenet.mean, [0.485, 0.456, 0.406]);

@@ -74,6 +74,7 @@ test('defaults are the reference defaults', () => {
   // segtool's additions
   assert.equal(cfg.TRAIN.bn_momentum, 0.001);
   assert.equal(cfg.DATASET.normalization, 'imagenet');
+  assert.equal(cfg.DATASET.resize, 'pil');
   assert.equal(cfg.DATASET.label_padding, 'ignore');
   assert.equal(cfg.MODEL.pretrained, true); // the reference's behaviour: an empty weights_encoder means ImageNet weights
   assert.equal(cfg.DATASET.class_info, '');
@@ -83,7 +84,7 @@ test('defaults are the reference defaults', () => {
   // every key has a doc, and only segtool's own keys are marked
   const marked = CONFIG_KEYS.filter((k) => CONFIG_SPECS[k].segtool);
   const runtime = ['TRAIN', 'VAL', 'TEST'].flatMap((s) => ['device', 'precision', 'channels_last', 'cudnn_benchmark'].map((k) => `${s}.${k}`));
-  assert.deepEqual(marked.sort(), ['DATASET.class_info', 'DATASET.label_padding', 'DATASET.normalization', 'MODEL.pretrained', 'TRAIN.bn_momentum', 'TRAIN.tensorboard', ...runtime].sort());
+  assert.deepEqual(marked.sort(), ['DATASET.class_info', 'DATASET.label_padding', 'DATASET.normalization', 'DATASET.resize', 'MODEL.pretrained', 'TRAIN.bn_momentum', 'TRAIN.tensorboard', ...runtime].sort());
   for (const key of CONFIG_KEYS) assert.ok(CONFIG_SPECS[key].doc.length > 0, key);
 });
 
@@ -95,6 +96,9 @@ const EXPECTED_BUNDLED = {
   'resnet50-upernet': ['resnet50', 'upernet', 2048, 32, 4, 2, 30, 'epoch_30.pth'],
   'resnet101-upernet': ['resnet101', 'upernet', 2048, 32, 4, 2, 40, 'epoch_50.pth'],
   hrnetv2: ['hrnetv2', 'c1', 720, 32, 4, 2, 30, 'epoch_30.pth'],
+  // The 2018 seed's released models (config/baseline-*.yaml): test.py's scales, the 2018 pipeline.
+  'baseline-resnet50_dilated8-ppm_bilinear_deepsup': ['resnet50_dilated8', 'ppm_bilinear_deepsup', 2048, 8, 8, 2, 20, 'epoch_20.pth'],
+  'baseline-resnet101_dilated8-ppm_bilinear_deepsup': ['resnet101_dilated8', 'ppm_bilinear_deepsup', 2048, 8, 8, 2, 25, 'epoch_25.pth'],
 };
 
 test('every bundled config loads, by short name, full name and path', async () => {
@@ -113,15 +117,18 @@ test('every bundled config loads, by short name, full name and path', async () =
     assert.equal(cfg.VAL.checkpoint, checkpoint, name);
     assert.equal(cfg.TEST.checkpoint, checkpoint, name);
     // the reference's Python tuple `(300, 375, 450, 525, 600)`, `True`, `1e-4`
-    assert.deepEqual(cfg.DATASET.imgSizes, [300, 375, 450, 525, 600], name);
+    const seed = name.startsWith('baseline-');
+    assert.deepEqual(cfg.DATASET.imgSizes, seed ? [300, 400, 500, 600] : [300, 375, 450, 525, 600], name);
+    assert.deepEqual([cfg.DATASET.normalization, cfg.DATASET.resize], seed ? ['legacy-bgr', 'opencv'] : ['imagenet', 'pil'], name);
     assert.equal(cfg.DATASET.random_flip, true, name);
     assert.equal(cfg.TRAIN.weight_decay, 1e-4, name);
     assert.equal(cfg.TRAIN.fix_bn, false, name);
-    assert.equal(cfg.DIR, name === 'hrnetv2' ? 'ckpt/ade20k-hrnetv2-c1' : `ckpt/ade20k-${name}`, name);
+    const file = seed ? name : `ade20k-${name}`;
+    assert.equal(cfg.DIR, name === 'hrnetv2' ? 'ckpt/ade20k-hrnetv2-c1' : `ckpt/${file}`, name);
     const path = bundledConfigPath(name);
-    assert.ok(path.endsWith(`config/ade20k-${name}.yaml`), path);
+    assert.ok(path.endsWith(`config/${file}.yaml`), path);
     assert.deepEqual(await loadConfig(path), cfg);
-    assert.deepEqual(await loadConfig(`ade20k-${name}.yaml`), cfg);
+    assert.deepEqual(await loadConfig(`${file}.yaml`), cfg);
   }
   assert.equal(findBundledConfig('ADE20K-HRNETV2'), 'hrnetv2');
   assert.equal(findBundledConfig('resnet50'), undefined);

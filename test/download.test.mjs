@@ -158,9 +158,9 @@ test('download names unknown configs, bad mirrors, missing files and files of an
   assert.match(r.stderr, /--mirror/);
   r = await segtool('download', 'hrnetv2', '--mirror', `${base}/empty/`, '--dir', join(root, 'none'));
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /model\/pytorch\/ade20k-hrnetv2\/encoder_epoch_20\.pth: HTTP 404/);
+  assert.match(r.stderr, /model\/pytorch\/ade20k-hrnetv2-c1\/encoder_epoch_30\.pth: HTTP 404/, 'the folder of DIR and the config\'s VAL.checkpoint (epoch_30.pth), where eval looks');
   assert.match(r.stderr, new RegExp(`from the mirror ${base}/empty/`));
-  assert.ok(r.stderr.includes(`put it at ${join(cache, 'model', 'pytorch', 'ade20k-hrnetv2', 'encoder_epoch_20.pth')}`));
+  assert.ok(r.stderr.includes(`put it at ${join(cache, 'model', 'pytorch', 'ade20k-hrnetv2-c1', 'encoder_epoch_30.pth')}`));
   assert.doesNotMatch(r.stderr, /use a mirror/, 'a mirror failed: no advice to use one');
 
   // A mirror that answers with a web page instead of the file (another cache: the shared one has the file).

@@ -1,15 +1,20 @@
 /** What the train, eval, test and demo commands share: --cfg, KEY VALUE overrides, threads. */
 import { InvalidArgumentError, type Command } from 'commander';
 import { isConfigKey } from '../config/index.js';
-import { launch, needsLaunch, parseLaunchArgs } from '../dist/launch.js';
+import { cudaStatus } from '../device.js';
+import { distributedEnv } from '../dist/env.js';
+import { launch, needsLaunch, parseDeviceList, parseLaunchArgs, type LaunchOptions } from '../dist/launch.js';
+import { SegtoolError } from '../errors.js';
 
 /** The reference scripts' default --cfg (config/ade20k-resnet50dilated-ppm_deepsup.yaml). */
 export const DEFAULT_CONFIG = 'resnet50dilated-ppm_deepsup';
 
-export function parseCount(name: string, min = 0): (text: string) => number {
+export function parseCount(name: string, min = 0, max = Number.MAX_SAFE_INTEGER): (text: string) => number {
   return (text: string) => {
     const value = Number(text);
-    if (!Number.isInteger(value) || value < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new InvalidArgumentError(`${name} must be an integer ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`}`);
+    }
     return value;
   };
 }
@@ -29,6 +34,22 @@ export function withConfigOptions(command: Command): Command {
 export function splitTrailingOverrides(values: readonly string[]): { values: string[]; overrides: string[] } {
   const at = values.findIndex((v) => isConfigKey(v));
   return at < 0 ? { values: [...values], overrides: [] } : { values: values.slice(0, at), overrides: values.slice(at) };
+}
+
+/** Options whose value is optional (`--resume [checkpoint]`). */
+const OPTIONAL_VALUE_FLAGS = ['--resume'];
+
+/**
+ * `--resume TRAIN.num_epoch 6` means "resume the latest" and an override, not a checkpoint
+ * named TRAIN.num_epoch: an optional-value flag followed by a config key is given no value
+ * (`--resume=`, which the command reads as "the latest").
+ */
+export function optionalValuesBeforeKeys(argv: readonly string[]): string[] {
+  const out = [...argv];
+  for (let i = 0; i + 1 < out.length; i++) {
+    if (OPTIONAL_VALUE_FLAGS.includes(out[i]!) && isConfigKey(out[i + 1]!)) out[i] = `${out[i]}=`;
+  }
+  return out;
 }
 
 /** Aborts on the first Ctrl-C (the command stops cleanly); a second one exits at once. */
@@ -60,16 +81,57 @@ export function withLaunchOptions(command: Command): Command {
  * waits for them and sets the exit status: a failed rank is named and stops the others.
  * Returns false when this process should do the work itself (a single process, or a rank).
  */
-export async function launchRanksIfAsked(command: Command): Promise<boolean> {
+export async function launchRanksIfAsked(command: Command, seed?: SeedLaunch): Promise<boolean> {
   let root = command;
   while (root.parent) root = root.parent;
   const rawArgs = (root as unknown as { rawArgs?: string[] }).rawArgs;
   const raw = rawArgs && rawArgs.length > 0 ? rawArgs : process.argv;
-  const { options, rest } = parseLaunchArgs(raw.slice(2));
+  let { options, rest } = parseLaunchArgs(raw.slice(2));
+  if (seed !== undefined && (seed.numGpus !== undefined || seed.devices !== undefined)) {
+    // A rank of a launched job keeps --num_gpus / --devices on its command line (for the run folder's name).
+    if (distributedEnv()) return false;
+    const launcherFlags = ['nproc', 'gpus', 'nnodes'].filter((k) => options[k as keyof LaunchOptions] !== undefined).map((k) => `--${k}`);
+    const seedFlag = seed.numGpus !== undefined ? '--num_gpus' : '--devices';
+    if (launcherFlags.length > 0) throw new SegtoolError('ERR_INVALID_ARG', `${seedFlag} and ${launcherFlags.join(', ')} both say how many ranks to run; give one`);
+    options = { ...options, ...seedLaunchOptions(seed) };
+  }
   if (!needsLaunch(options)) return false;
   const script = raw[1] ?? process.argv[1]!;
   const result = await launch([script, ...rest], options);
   if (result.failure) process.stderr.write(`segtool: ${result.failure}\n`);
   process.exitCode = result.exitCode;
   return true;
+}
+
+/** The seed's ways to ask for ranks: train.py's --num_gpus N, eval_multipro.py's --devices LIST. */
+export interface SeedLaunch {
+  numGpus?: number;
+  devices?: string;
+  /** Images per rank, for the CPU note. */
+  batchPerGpu?: number;
+}
+
+/**
+ * --num_gpus N: N CUDA devices (0..N-1) when there are that many; without CUDA, N CPU ranks
+ * with the same batch and SyncBN semantics (said on stderr). --devices LIST: one rank per device.
+ */
+export function seedLaunchOptions(seed: SeedLaunch): LaunchOptions {
+  if (seed.devices !== undefined) {
+    parseDeviceList(seed.devices); // checks the spelling
+    return { gpus: seed.devices };
+  }
+  const n = seed.numGpus ?? 1;
+  if (n <= 1) return {};
+  const cuda = cudaStatus();
+  if (cuda.available) {
+    if (cuda.deviceCount < n) {
+      throw new SegtoolError('ERR_DEVICE', `--num_gpus ${n} but this machine has ${cuda.deviceCount} CUDA device(s); use --num_gpus ${cuda.deviceCount} or fewer`);
+    }
+    return { gpus: `0-${n - 1}` };
+  }
+  const batch = seed.batchPerGpu === undefined ? '' : ` (a batch of ${n} x ${seed.batchPerGpu} = ${n * seed.batchPerGpu} images`;
+  process.stderr.write(
+    `segtool: no CUDA device: --num_gpus ${n} runs ${n} CPU ranks${batch ? `${batch}, BatchNorm synchronised across the ranks, as on ${n} GPUs)` : ''}\n`,
+  );
+  return { nproc: n };
 }

@@ -61,7 +61,9 @@ export function demoCommand(): Command {
           `mIoU over the ${ev.presentClasses} classes in the scenes: ${ev.meanIoUPresent.toFixed(3)} ` +
             `(always guessing the most common class: ${result.majorityBaseline.toFixed(3)}); pixel accuracy ${(ev.pixelAccuracy * 100).toFixed(2)}%`,
         );
-        console.log(`mIoU over all 150 ADE20K classes (the reference's definition; 139 never occur here): ${ev.meanIoU.toFixed(4)}`);
+        console.log(
+          `mIoU over all ${ev.classes.length} ADE20K classes (the reference's definition; ${ev.classes.length - ev.presentClasses} never occur in these scenes): ${ev.meanIoU.toFixed(4)}`,
+        );
         console.log(
           `Time: ${formatDuration(result.seconds.total)} (scenes ${formatDuration(result.seconds.generate)}, training ${formatDuration(result.seconds.train)}, ` +
             `evaluation ${formatDuration(result.seconds.evaluate)})`,

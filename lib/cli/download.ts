@@ -14,7 +14,7 @@ import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { checkWeightsFile } from '../checkpoint.js';
-import { BUNDLED_CONFIGS, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig, type BundledConfigName } from '../config/index.js';
+import { BUNDLED_CONFIGS, bundledConfigPath, findBundledConfig, loadConfig, suggestBundledConfig, type SegtoolConfig } from '../config/index.js';
 import { listFolder } from '../data/index.js';
 import { cachedPath, fetchCached, mirrorBase, type FetchCachedResult } from '../download/cache.js';
 import { hashFile, type Checksum, type DownloadProgress } from '../download/fetch.js';
@@ -34,9 +34,13 @@ export const ADE20K_ARCHIVE = Object.freeze({
   checksum: { algorithm: 'sha1', hex: '219e1696abb36c8ba3a3afe7fb2f4b4606a897c7' } as Checksum,
 });
 
-/** Where the reference's released weights of a bundled config are below the host. */
-export function releasedWeightsPath(config: BundledConfigName, part: 'encoder' | 'decoder'): string {
-  return `model/pytorch/ade20k-${config}/${part}_epoch_20.pth`;
+/**
+ * Where the released weights of a bundled config are below the host: `model/pytorch/<folder>/`,
+ * the folder being the config's DIR's last part (the reference's `ade20k-hrnetv2-c1`, ...,
+ * the seed's `baseline-...`), the file its VAL.checkpoint (epoch_20.pth, epoch_30.pth, ...).
+ */
+export function releasedWeightsPath(cfg: SegtoolConfig, part: 'encoder' | 'decoder'): string {
+  return `model/pytorch/${basename(cfg.DIR)}/${part}_${cfg.VAL.checkpoint}`;
 }
 
 /**
@@ -63,7 +67,7 @@ export async function writeAde20kLists(dataDir: string, onProgress?: (message: s
   return written;
 }
 
-interface DownloadCommandOptions {
+export interface DownloadCommandOptions {
   mirror?: string;
   dir?: string;
   dataDir: string;
@@ -72,7 +76,7 @@ interface DownloadCommandOptions {
 }
 
 /** What every download target gets: the command's options, where to report, and Ctrl-C. */
-interface TargetContext {
+export interface TargetContext {
   options: DownloadCommandOptions;
   mirror: string;
   bar: ProgressBar;
@@ -167,7 +171,8 @@ async function placeCopy(cached: FetchCachedResult, dest: string, linkedBefore?:
   return true;
 }
 
-async function downloadReleasedWeights(name: string, ctx: TargetContext): Promise<void> {
+/** Fetches (through the cache) the released weights of bundled config `name` into its DIR (or --dir); returns that folder. */
+export async function downloadReleasedWeights(name: string, ctx: TargetContext): Promise<string> {
   const found = findBundledConfig(name);
   if (found === undefined) {
     throw new SegtoolError(
@@ -179,8 +184,8 @@ async function downloadReleasedWeights(name: string, ctx: TargetContext): Promis
   const dir = resolve(ctx.options.dir ?? cfg.DIR);
   const architecture = { encoder: cfg.MODEL.arch_encoder, decoder: cfg.MODEL.arch_decoder, fcDim: cfg.MODEL.fc_dim, numClass: cfg.DATASET.num_class };
   for (const part of ['encoder', 'decoder'] as const) {
-    const dest = join(dir, `${part}_epoch_20.pth`);
-    const remotePath = releasedWeightsPath(found, part);
+    const dest = join(dir, `${part}_${cfg.VAL.checkpoint}`);
+    const remotePath = releasedWeightsPath(cfg, part);
     const cachedBefore = await stat(cachedPath(remotePath)).catch(() => undefined);
     const result = await fetchCached(remotePath, {
       mirror: ctx.mirror,
@@ -195,6 +200,7 @@ async function downloadReleasedWeights(name: string, ctx: TargetContext): Promis
     const replaced = await placeCopy(result, dest, cachedBefore);
     ctx.bar.log(describeFetch(result, dest) + (replaced && !result.downloaded ? ' (copied from the cache)' : ''));
   }
+  return dir;
 }
 
 /** Targets by name; any other name is a bundled config whose released weights are wanted. */
@@ -237,7 +243,8 @@ export function downloadCommand(): Command {
       try {
         for (const name of what) {
           const target = TARGETS.get(name.toLowerCase());
-          await (target ? target(ctx) : downloadReleasedWeights(name, ctx));
+          if (target) await target(ctx);
+          else await downloadReleasedWeights(name, ctx);
         }
       } finally {
         progress.done();

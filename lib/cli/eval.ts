@@ -3,10 +3,11 @@ import { Command } from 'commander';
 import { relative } from 'node:path';
 import { evaluate, type EvaluateResult } from '../eval/evaluate.js';
 import { mostConfused } from '../eval/confusion.js';
-import { resolveConfigInput } from '../train/common.js';
+import { readSampleList } from '../train/common.js';
 import { distributedEnv } from '../dist/env.js';
 import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
 import { formatDuration, ProgressBar } from './progress.js';
+import { resolveCommandConfig, withSeedFlags } from './seed.js';
 
 interface EvalCommandOptions {
   cfg?: string;
@@ -46,22 +47,23 @@ export function printEvaluation(result: EvaluateResult, allClasses: boolean): vo
 }
 
 export function evalCommand(): Command {
-  return withLaunchOptions(withConfigOptions(
+  return withSeedFlags(withLaunchOptions(withConfigOptions(
     new Command('eval')
       .description('evaluate on DATASET.list_val at every DATASET.imgSizes scale: pixel accuracy, per-class IoU, mIoU')
       .option('--checkpoint <weights>', 'weights: a suffix in DIR (epoch_20.pth), a file, or a folder (default VAL.checkpoint)')
       .option('--visualize', 'write DIR/result/<name>.png = image | ground truth | prediction, with a legend of the classes in it')
       .option('--no-legend', 'panels without the legend')
-      .option('--workers <n>', 'data loading threads (default 2)', parseCount('--workers'))
+      .option('--workers <n>', 'data loading threads (default 2)', parseCount('--workers', 0, 64))
       .option('--skip-bad', 'leave out unreadable samples and list them')
       .option('--all-classes', 'print the IoU of every class, absent ones too')
       .option('--gpu <n>', 'run on CUDA device n (= VAL.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
-  )).action(async (overrides: string[], options: EvalCommandOptions, command: Command) => {
-    // --nproc N: each rank scores a shard of the list; the sums are all-reduced exactly.
-    if (await launchRanksIfAsked(command)) return;
+  )), 'eval').action(async (overrides: string[], options: EvalCommandOptions, command: Command) => {
+    const gpu = options.gpu === undefined ? [] : [['VAL.device', `cuda:${options.gpu}`, '--gpu'] as const];
+    const { cfg, plan } = await resolveCommandConfig('eval', options as Record<string, unknown>, overrides, DEFAULT_CONFIG, gpu);
+    // --nproc N (or the seed's --devices): each rank scores a shard of the list; the sums are all-reduced exactly.
+    if (await launchRanksIfAsked(command, plan.devices !== undefined ? { devices: plan.devices } : undefined)) return;
     const rank = distributedEnv()?.rank ?? 0;
-    const gpu = options.gpu === undefined ? [] : ['VAL.device', `cuda:${options.gpu}`];
-    const cfg = await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, [...overrides, ...gpu]);
+    const records = plan.numVal !== undefined ? (await readSampleList(cfg, 'val')).slice(0, plan.numVal) : undefined;
     const bar = new ProgressBar(rank === 0 ? {} : { enabled: false });
     const interrupt = abortOnInterrupt('evaluation');
     const started = performance.now();
@@ -70,6 +72,8 @@ export function evalCommand(): Command {
         ...(options.checkpoint !== undefined ? { checkpoint: options.checkpoint } : {}),
         ...(options.visualize ? { visualize: true } : {}),
         ...(options.legend === false ? { legend: false } : {}),
+        ...(plan.resultDir !== undefined ? { resultDir: plan.resultDir } : {}),
+        ...(records !== undefined ? { records } : {}),
         ...(options.workers !== undefined ? { workers: options.workers } : {}),
         ...(options.threads !== undefined ? { threads: options.threads } : {}),
         ...(options.skipBad ? { onBadSample: 'skip' as const } : {}),

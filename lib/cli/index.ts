@@ -5,7 +5,9 @@ import { SegtoolError } from '../errors.js';
 import { systemInfo } from '../system.js';
 import { runForward, type ForwardOptions } from './forward.js';
 import { convertWeights } from '../checkpoint.js';
+import { optionalValuesBeforeKeys } from './common.js';
 import { demoCommand } from './demo.js';
+import { demoTestCommand } from './demo-test.js';
 import { downloadCommand } from './download.js';
 import { evalCommand } from './eval.js';
 import { exportCommand } from './export.js';
@@ -86,16 +88,29 @@ export function buildProgram(): Command {
       for (const path of written) console.log(`wrote ${path}`);
     });
 
-  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), modelsCommand(), downloadCommand(), exportCommand(), reportCommand()]) {
+  for (const command of [trainCommand(), evalCommand(), testCommand(), demoCommand(), demoTestCommand(), modelsCommand(), downloadCommand(), exportCommand(), reportCommand()]) {
     program.addCommand(command);
   }
   return program;
 }
 
+/**
+ * A reader that goes away (`segtool train ... | head -2`, `less` quitting) ends the output, never
+ * the command: training goes on to its checkpoints instead of dying with `write EPIPE`.
+ */
+export function survivePipeClose(stream: NodeJS.WriteStream): void {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED') return;
+    throw error;
+  });
+}
+
 /** Runs the CLI; a SegtoolError prints its message (no stack) and exits with status 1. */
 export async function main(argv: string[] = process.argv): Promise<void> {
+  survivePipeClose(process.stdout);
+  survivePipeClose(process.stderr);
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram().parseAsync(optionalValuesBeforeKeys(argv));
   } catch (error) {
     if (error instanceof SegtoolError) {
       console.error(`segtool: ${error.message}`);

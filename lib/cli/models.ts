@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  ARCHITECTURE_ALIASES,
   BUNDLED_CONFIGS,
   DECODER_NAMES,
   ENCODER_CHANNELS,
@@ -15,8 +16,9 @@ import {
 import { NORMALIZE_SPECS } from '../data/index.js';
 
 export interface ModelsListing {
-  encoders: Array<{ name: string; channels: number }>;
-  decoders: Array<{ name: string; deepSupervision: boolean }>;
+  /** `aliasOf`: the seed's spelling of that encoder (the same network). */
+  encoders: Array<{ name: string; channels: number; aliasOf?: string }>;
+  decoders: Array<{ name: string; deepSupervision: boolean; aliasOf?: string }>;
   configs: Array<{
     name: string;
     encoder: string;
@@ -49,11 +51,16 @@ export async function listModels(): Promise<ModelsListing> {
     });
   }
   return {
-    encoders: ENCODER_NAMES.map((name) => ({ name, channels: ENCODER_CHANNELS[name] })),
-    decoders: DECODER_NAMES.map((name) => ({ name, deepSupervision: hasDeepSupervision(name) })),
+    encoders: ENCODER_NAMES.map((name) => ({ name, channels: ENCODER_CHANNELS[name], ...aliasOf(name) })),
+    decoders: DECODER_NAMES.map((name) => ({ name, deepSupervision: hasDeepSupervision(name), ...aliasOf(name) })),
     configs,
     input: { layout: '[batch, 3, height, width]', dtype: 'float32', normalization: NORMALIZE_SPECS },
   };
+}
+
+function aliasOf(name: keyof typeof ARCHITECTURE_ALIASES): { aliasOf?: string } {
+  const canonical = ARCHITECTURE_ALIASES[name];
+  return canonical === undefined ? {} : { aliasOf: canonical };
 }
 
 function table(rows: string[][]): string[] {
@@ -72,9 +79,10 @@ export function modelsCommand(): Command {
         return;
       }
       const lines = ['Encoders (channels handed to the decoder = MODEL.fc_dim):'];
-      lines.push(...table(listing.encoders.map((e) => [e.name, String(e.channels)])));
+      const alias = (a: string | undefined): string => (a === undefined ? '' : `alias of ${a} (the 2018 seed's name)`);
+      lines.push(...table(listing.encoders.map((e) => [e.name, String(e.channels), alias(e.aliasOf)])));
       lines.push('', 'Decoders:');
-      lines.push(...table(listing.decoders.map((d) => [d.name, d.deepSupervision ? 'deep supervision (TRAIN.deep_sup_scale)' : ''])));
+      lines.push(...table(listing.decoders.map((d) => [d.name, d.aliasOf ? alias(d.aliasOf) : d.deepSupervision ? 'deep supervision (TRAIN.deep_sup_scale)' : ''])));
       lines.push('', 'Bundled configs (--cfg NAME; weights: segtool download NAME):');
       lines.push(
         ...table([

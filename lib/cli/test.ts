@@ -18,9 +18,9 @@ import { modelClassInfo } from '../eval/weights.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { findImages, loadModel, segmentFiles, segmentOptionsFromConfig, type SegmentResult } from '../segment.js';
 import { setNumThreads, Tensor } from '../tensor.js';
-import { resolveConfigInput } from '../train/common.js';
 import { DEFAULT_CONFIG, parseCount, splitTrailingOverrides, withConfigOptions } from './common.js';
 import { ProgressBar } from './progress.js';
+import { resolveCommandConfig, withSeedFlags } from './seed.js';
 
 interface TestCommandOptions {
   imgs?: string[];
@@ -85,7 +85,7 @@ export async function writeTestOutputs(
 }
 
 export function testCommand(): Command {
-  return withConfigOptions(
+  return withSeedFlags(withConfigOptions(
     new Command('test')
       .description('segment images (files or folders, searched recursively) and write panels, label maps and optional probability maps')
       .option('--imgs <paths...>', 'image files or folders')
@@ -93,18 +93,19 @@ export function testCommand(): Command {
       .option('--result <dir>', 'output folder (default TEST.result)')
       .option('--confidence', 'also write NAME_confidence.png (probability of the predicted class)')
       .option('--probabilities', 'also write NAME_prob.safetensors with every class probability (float32, large)')
-      .option('--workers <n>', 'decoding threads (default 1)', parseCount('--workers'))
+      .option('--workers <n>', 'decoding threads (default 1)', parseCount('--workers', 0, 64))
       .option('--skip-bad', 'skip images that cannot be decoded instead of stopping')
       .option('--no-legend', 'panels without the legend of the classes found')
       .option('--gpu <n>', 'run on CUDA device n (= TEST.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
-  ).action(async (trailing: string[], options: TestCommandOptions) => {
+  ), 'test').action(async (trailing: string[], options: TestCommandOptions) => {
     const split = splitTrailingOverrides(options.imgs ?? []);
-    if (split.values.length === 0) {
-      throw new SegtoolError('ERR_INVALID_ARG', 'Expected --imgs with at least one image file or folder');
+    const gpu = options.gpu === undefined ? [] : [['TEST.device', `cuda:${options.gpu}`, '--gpu'] as const];
+    const { cfg, plan } = await resolveCommandConfig('test', options as Record<string, unknown>, [...split.overrides, ...trailing], DEFAULT_CONFIG, gpu);
+    const inputs = [...split.values, ...(plan.testImage !== undefined ? [plan.testImage] : [])];
+    if (inputs.length === 0) {
+      throw new SegtoolError('ERR_INVALID_ARG', 'Expected --imgs with at least one image file or folder (or the seed\'s --test_img)');
     }
-    const gpu = options.gpu === undefined ? [] : ['TEST.device', `cuda:${options.gpu}`];
-    const cfg = await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, [...split.overrides, ...trailing, ...gpu]);
-    const images = await findImages(split.values);
+    const images = (await findImages(inputs)).slice(0, plan.numVal);
     const outDir = resolve(options.result ?? cfg.TEST.result);
     const stemOf = (name: string): string => join(outDir, name.slice(0, name.length - extname(name).length));
     const clash = images.find((img) => resolve(`${stemOf(img.name)}.png`) === img.path);

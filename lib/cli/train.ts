@@ -5,10 +5,10 @@ import { relative } from 'node:path';
 import { loadTrainingCheckpoint } from '../checkpoint.js';
 import { applyOverrides, validateConfig, type SegtoolConfig } from '../config/index.js';
 import { disposeAll } from '../io/safetensors.js';
-import { resolveConfigInput } from '../train/common.js';
 import { train, type TrainEvent } from '../train/train.js';
 import { distributedEnv } from '../dist/env.js';
 import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
+import { givenSeedFlags, resolveCommandConfig, withSeedFlags } from './seed.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
 import { Dashboard } from '../report/dashboard.js';
 
@@ -101,23 +101,26 @@ export function trainReporter(bar: ProgressBar, rank = 0): (event: TrainEvent) =
 }
 
 export function trainCommand(): Command {
-  return withLaunchOptions(withConfigOptions(
+  return withSeedFlags(withLaunchOptions(withConfigOptions(
     new Command('train')
       .description('train a model as the config says (the reference\'s train.py), with per-epoch checkpoints')
       .option('--resume [checkpoint]', 'continue from a training checkpoint (default: the latest in DIR)')
-      .option('--workers <n>', 'data loading threads (default TRAIN.workers)', parseCount('--workers'))
+      .option('--workers <n>', 'data loading threads (default TRAIN.workers)', parseCount('--workers', 0, 64))
       .option('--skip-bad', 'leave out unreadable samples and list them at the end')
       .option('--skip-mismatched-head', 'fine-tuning: MODEL.weights_* tensors of another shape (a head for another class count) are left out')
       .option('--sync-bn <mode>', "BatchNorm across ranks: exact (default), reference (the reference's formula) or off")
       .option('--dashboard [port]', 'serve a live page of the run on http://127.0.0.1:PORT (default 8765; 0 = any free port) while it trains')
       .option('--mirror <url>', 'base URL for the ImageNet-pretrained encoder instead of http://sceneparsing.csail.mit.edu/ (also SEGTOOL_MIRROR)'),
-  )).action(async (overrides: string[], options: TrainCommandOptions, command: Command) => {
-    if (await launchRanksIfAsked(command)) return;
+  )), 'train').action(async (overrides: string[], options: TrainCommandOptions, command: Command) => {
+    // `--resume TRAIN.num_epoch 6`: the key is an override, not the checkpoint (optionalValuesBeforeKeys).
+    if (options.resume === '') options.resume = true;
+    const seedFlags = givenSeedFlags(options as Record<string, unknown>, 'train');
+    const { cfg, plan } =
+      typeof options.resume === 'string' && options.cfg === undefined && seedFlags.size === 0
+        ? { cfg: await configOfCheckpoint(options.resume, overrides), plan: {} }
+        : await resolveCommandConfig('train', options as Record<string, unknown>, overrides, DEFAULT_CONFIG);
+    if (await launchRanksIfAsked(command, { ...('numGpus' in plan ? { numGpus: plan.numGpus } : {}), batchPerGpu: cfg.TRAIN.batch_size_per_gpu })) return;
     const rank = distributedEnv()?.rank ?? 0;
-    const cfg =
-      typeof options.resume === 'string' && options.cfg === undefined
-        ? await configOfCheckpoint(options.resume, overrides)
-        : await resolveConfigInput(options.cfg ?? DEFAULT_CONFIG, overrides);
     const bar = new ProgressBar(rank === 0 ? {} : { enabled: false });
     // The live page: rank 0 only; it subscribes to the run's events and stops with the run.
     const port = options.dashboard !== undefined && options.dashboard !== false ? parseDashboardPort(options.dashboard) : undefined;

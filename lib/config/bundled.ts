@@ -1,12 +1,17 @@
 /**
- * The reference's seven ADE20K configs, shipped in the package's `config/` folder and found by
- * short name (`resnet50dilated-ppm_deepsup`), so `--cfg` works without a path.
+ * The reference's seven ADE20K configs and the 2018 seed's released `baseline-*` models,
+ * shipped in the package's `config/` folder and found by short name
+ * (`resnet50dilated-ppm_deepsup`, `baseline-resnet50_dilated8-ppm_bilinear_deepsup`), so `--cfg`
+ * works without a path.
  */
 import { fileURLToPath } from 'node:url';
 import { SegtoolError } from '../errors.js';
 import { nearest } from '../validate.js';
 
-/** Short names; the files are `config/ade20k-<name>.yaml`. */
+/**
+ * Short names; the files are `config/ade20k-<name>.yaml`, and `config/<name>.yaml` for the
+ * seed's `baseline-*` models (named as their folders on the host, with the 2018 input pipeline).
+ */
 export const BUNDLED_CONFIGS = Object.freeze([
   'mobilenetv2dilated-c1_deepsup',
   'resnet18dilated-ppm_deepsup',
@@ -15,6 +20,8 @@ export const BUNDLED_CONFIGS = Object.freeze([
   'resnet50-upernet',
   'resnet101-upernet',
   'hrnetv2',
+  'baseline-resnet50_dilated8-ppm_bilinear_deepsup',
+  'baseline-resnet101_dilated8-ppm_bilinear_deepsup',
 ] as const);
 export type BundledConfigName = (typeof BUNDLED_CONFIGS)[number];
 
@@ -43,5 +50,10 @@ export function bundledConfigPath(name: string): string {
   if (found === undefined) {
     throw new SegtoolError('ERR_NOT_FOUND', `No bundled config named ${JSON.stringify(name)}${suggestBundledConfig(name)}`);
   }
-  return fileURLToPath(new URL(`ade20k-${found}.yaml`, CONFIG_DIR));
+  return fileURLToPath(new URL(`${bundledConfigFile(found)}.yaml`, CONFIG_DIR));
+}
+
+/** The config's file name without `.yaml`. */
+function bundledConfigFile(name: BundledConfigName): string {
+  return name.startsWith('baseline-') ? name : `ade20k-${name}`;
 }

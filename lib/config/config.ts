@@ -6,7 +6,7 @@
  * nearest known one. All problems of one file are reported together.
  */
 import { existsSync } from 'node:fs';
-import { LineCounter, isMap, isScalar, parse as parseYamlValue, parseDocument, type Node as YamlNode } from 'yaml';
+import { LineCounter, isAlias, isMap, isScalar, parse as parseYamlValue, parseDocument, type Node as YamlNode } from 'yaml';
 import { SegtoolError } from '../errors.js';
 import { readInputFile, writeFileAtomic } from '../io/files.js';
 import { nearest } from '../validate.js';
@@ -93,13 +93,14 @@ function expectedText(kind: ValueKind): string {
     case 'string':
       return kind.allowEmpty ? 'a string' : 'a non-empty string';
     case 'int':
+      if (kind.max !== undefined) return `an integer in [${kind.min}, ${kind.max}]`;
       return kind.min === 1 ? 'a positive integer' : kind.min === 0 ? 'a non-negative integer' : `an integer >= ${kind.min}`;
     case 'number':
       return kind.max === undefined ? `a number >= ${kind.min}` : `a number in [${kind.min}, ${kind.max}${kind.maxExclusive ? ')' : ']'}`;
     case 'bool':
       return 'true or false';
     case 'intList':
-      return 'a list of positive integers (or one), e.g. [300, 375, 450]';
+      return `a list of positive integers${kind.max === undefined ? '' : ` up to ${kind.max}`} (or one), e.g. [300, 375, 450]`;
     case 'enum':
       return `one of ${kind.values.join(', ')}`;
     case 'flip':
@@ -111,8 +112,8 @@ function expectedText(kind: ValueKind): string {
 
 const TUPLE = /^\s*[([]([^()[\]]*)[)\]]\s*$/;
 
-function isInt(value: unknown, min: number): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= min;
+function isInt(value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= min && value <= max;
 }
 
 /** The value converted to the key's type, or undefined when it does not fit. */
@@ -121,7 +122,7 @@ function coerce(kind: ValueKind, value: unknown): unknown {
     case 'string':
       return typeof value === 'string' && (kind.allowEmpty || value.length > 0) ? value : undefined;
     case 'int':
-      return isInt(value, kind.min) ? value : undefined;
+      return isInt(value, kind.min, kind.max) ? value : undefined;
     case 'number': {
       if (typeof value !== 'number' || !Number.isFinite(value) || value < kind.min) return undefined;
       if (kind.max !== undefined && (value > kind.max || (kind.maxExclusive && value === kind.max))) return undefined;
@@ -139,8 +140,8 @@ function coerce(kind: ValueKind, value: unknown): unknown {
         if (items.length > 1 && items[items.length - 1] === '') items.pop(); // Python's `(300,)`
         list = items.map((s) => (/^[+-]?\d+$/.test(s) ? Number(s) : NaN));
       }
-      if (isInt(list, kind.min)) return [list];
-      if (!Array.isArray(list) || list.length === 0 || !list.every((v) => isInt(v, kind.min))) return undefined;
+      if (isInt(list, kind.min, kind.max)) return [list];
+      if (!Array.isArray(list) || list.length === 0 || !list.every((v) => isInt(v, kind.min, kind.max))) return undefined;
       return [...list];
     }
     case 'enum': {
@@ -255,14 +256,23 @@ export function parseConfig(text: string, options: ParseOptions = {}): SegtoolCo
     const offset = node?.range?.[0];
     return offset === undefined ? `${source}: ` : `${source}:${lineCounter.linePos(offset).line}: `;
   };
+  // Anchors and aliases (`lr_decoder: *lr`, `VAL: *common`) are YAML: an alias stands for its anchor's node.
+  const resolveAlias = (node: YamlNode | null): YamlNode | null => (isAlias(node) ? ((node.resolve(doc) as YamlNode | undefined) ?? null) : node);
+  const jsOf = (node: YamlNode | null): unknown => {
+    try {
+      return node === null ? null : node.toJS(doc);
+    } catch (error) {
+      throw new SegtoolError('ERR_CONFIG', `${at(node)}invalid YAML: ${(error as Error).message}`, { cause: error });
+    }
+  };
   const root = doc.contents;
   if (root !== null && !(isScalar(root) && root.value === null)) {
     if (!isMap(root)) throw new SegtoolError('ERR_CONFIG', `${at(root)}expected a mapping of sections (DATASET:, MODEL:, ...) at the top level`);
     for (const pair of root.items) {
       const keyNode = pair.key as YamlNode | null;
       const name = String(isScalar(keyNode) ? keyNode.value : keyNode);
-      const valueNode = pair.value as YamlNode | null;
-      const value = valueNode === null ? null : valueNode.toJSON();
+      const valueNode = resolveAlias(pair.value as YamlNode | null);
+      const value = jsOf(valueNode);
       if (name === 'DIR') {
         assign(cfg, 'DIR', value, at(keyNode), problems);
       } else if ((SECTION_NAMES as readonly string[]).includes(name)) {
@@ -275,7 +285,8 @@ export function parseConfig(text: string, options: ParseOptions = {}): SegtoolCo
         for (const item of valueNode.items) {
           const leafNode = item.key as YamlNode | null;
           const key = `${section}.${String(isScalar(leafNode) ? leafNode.value : leafNode)}`;
-          const leafValue = item.value === null ? null : (item.value as YamlNode).toJSON();
+          const leafValueNode = resolveAlias(item.value as YamlNode | null);
+          const leafValue = jsOf(leafValueNode);
           if (isConfigKey(key)) assign(cfg, key, leafValue, at(leafNode), problems);
           else problems.add(`${at(leafNode)}unknown key ${key}${suggestKey(key)}`);
         }
@@ -315,8 +326,20 @@ export async function loadConfig(pathOrName: string, overrides?: ConfigOverrides
   const path = resolveConfigPath(pathOrName);
   // A regular file within SEGTOOL_MAX_CONFIG_BYTES (1 MiB): a FIFO or /dev/zero is refused.
   const text = (await readInputFile(path, 'config')).toString('utf8');
+  const contents = parseDocument(text).contents;
+  if (contents === null || (isScalar(contents) && (contents.value === null || contents.value === ''))) {
+    // An empty file would silently mean every default: almost always the wrong file, or one not yet saved.
+    throw new SegtoolError(
+      'ERR_CONFIG',
+      `${path} is empty (nothing but blank lines or comments): a config names at least one section (DATASET:, MODEL:, TRAIN:, VAL:, TEST:) or DIR; ` +
+        `for the reference's defaults use a bundled config (--cfg ${BUNDLED_DEFAULT}) or write the keys you change`,
+    );
+  }
   return parseConfig(text, { source: path, overrides });
 }
+
+/** The bundled config that holds the reference's defaults (config/defaults.py's model). */
+const BUNDLED_DEFAULT = 'resnet50dilated-ppm_deepsup';
 
 // ---------------------------------------------------------------------------------------------
 // Overrides
@@ -331,6 +354,16 @@ function parseOverrideText(kind: ValueKind, text: string): unknown {
   } catch {
     return text;
   }
+}
+
+/**
+ * What is wrong with override text `text` for `key` on its own (its type and range, not how it
+ * fits the other keys), as a message starting with `where`; undefined when it is fine.
+ */
+export function overrideProblem(key: ConfigKey, text: string, where: string): string | undefined {
+  const spec = CONFIG_SPECS[key] as KeySpec<unknown>;
+  const value = parseOverrideText(spec.kind, text);
+  return coerce(spec.kind, value) === undefined ? badValue(where, key, spec, value) : undefined;
 }
 
 /** Applies `KEY VALUE` overrides (later ones win) and validates; returns a new config. */

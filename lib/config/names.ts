@@ -67,6 +67,20 @@ export const ENCODER_CHANNELS: Readonly<Record<EncoderName, number>> = Object.fr
   resnext101dilated16: 2048,
 });
 
+/** The seed's spellings: the same network as the canonical name (DESIGN.md "Names"). */
+export const ARCHITECTURE_ALIASES: Readonly<Partial<Record<EncoderName | DecoderName, EncoderName | DecoderName>>> = Object.freeze({
+  resnet50_dilated8: 'resnet50dilated',
+  resnet50_dilated16: 'resnet50dilated16',
+  resnet101_dilated8: 'resnet101dilated',
+  resnet101_dilated16: 'resnet101dilated16',
+  resnext101_dilated8: 'resnext101dilated',
+  resnext101_dilated16: 'resnext101dilated16',
+  c1_bilinear: 'c1',
+  c1_bilinear_deepsup: 'c1_deepsup',
+  ppm_bilinear: 'ppm',
+  ppm_bilinear_deepsup: 'ppm_deepsup',
+});
+
 /** True for decoders with a deep-supervision head (trained with `TRAIN.deep_sup_scale`). */
 export function hasDeepSupervision(decoder: DecoderName): boolean {
   return decoder.endsWith('_deepsup');
@@ -75,6 +89,14 @@ export function hasDeepSupervision(decoder: DecoderName): boolean {
 /** Normalisation presets for `DATASET.normalization` (implemented by lib/data). */
 export const NORMALIZATIONS = ['imagenet', 'legacy-bgr'] as const;
 export type Normalization = (typeof NORMALIZATIONS)[number];
+
+/**
+ * Resize filters for `DATASET.resize` (implemented by lib/data/resize.ts): pil = Pillow's
+ * antialiased bilinear (the reference since 2019), opencv = OpenCV's cv2.resize INTER_LINEAR,
+ * no antialiasing (the 2018 seed, which the `baseline-*` weights were trained with).
+ */
+export const RESIZE_METHODS = ['pil', 'opencv'] as const;
+export type ResizeMethod = (typeof RESIZE_METHODS)[number];
 
 /** Label padding policies for `DATASET.label_padding` (implemented by lib/data). */
 export const LABEL_PADDINGS = ['ignore', 'reference'] as const;

@@ -10,11 +10,13 @@ import {
   LABEL_PADDINGS,
   NORMALIZATIONS,
   OPTIMIZERS,
+  RESIZE_METHODS,
   type DecoderName,
   type EncoderName,
   type LabelPadding,
   type Normalization,
   type OptimizerName,
+  type ResizeMethod,
 } from './names.js';
 
 export interface DatasetConfig {
@@ -31,6 +33,8 @@ export interface DatasetConfig {
   random_flip: boolean | number;
   /** segtool: input normalisation preset. */
   normalization: Normalization;
+  /** segtool: image resize filter, pil (antialiased, the reference) or opencv (the 2018 seed). */
+  resize: ResizeMethod;
   /** segtool: class of the label canvas padding, -1 (`ignore`) or class 0 as the reference. */
   label_padding: LabelPadding;
   /** segtool: class names and colours (object150_info.csv layout, or YAML/JSON {name, color} list); '' = defaults. */
@@ -133,10 +137,10 @@ export type ConfigValue<K extends ConfigKey> = K extends `${infer S}.${infer L}`
 
 export type ValueKind =
   | { type: 'string'; allowEmpty: boolean }
-  | { type: 'int'; min: number }
+  | { type: 'int'; min: number; max?: number }
   | { type: 'number'; min: number; max?: number; maxExclusive?: boolean }
   | { type: 'bool' }
-  | { type: 'intList'; min: number }
+  | { type: 'intList'; min: number; max?: number }
   | { type: 'enum'; values: readonly string[] }
   | { type: 'flip' }
   | { type: 'device' };
@@ -152,7 +156,9 @@ export interface KeySpec<T> {
 }
 
 const str = (allowEmpty = false): ValueKind => ({ type: 'string', allowEmpty });
-const int = (min: number): ValueKind => ({ type: 'int', min });
+const int = (min: number, max?: number): ValueKind => (max === undefined ? { type: 'int', min } : { type: 'int', min, max });
+/** The largest image side, class count and worker count the data pipeline takes (lib/data/options.ts, lib/data/loader.ts). */
+const MAX_SIDE = 16384;
 const num = (min: number, max?: number, maxExclusive?: boolean): ValueKind => ({ type: 'number', min, max, maxExclusive });
 const bool: ValueKind = { type: 'bool' };
 const oneOf = (values: readonly string[]): ValueKind => ({ type: 'enum', values });
@@ -169,13 +175,14 @@ export const CONFIG_SPECS: { readonly [K in ConfigKey]: KeySpec<ConfigValue<K>> 
   'DATASET.root_dataset': { default: './data/', kind: str(true), doc: 'folder the list files\' image paths are relative to' },
   'DATASET.list_train': { default: './data/training.odgt', kind: str(), doc: 'training list (odgt)' },
   'DATASET.list_val': { default: './data/validation.odgt', kind: str(), doc: 'validation list (odgt)' },
-  'DATASET.num_class': { default: 150, kind: int(1), doc: 'number of classes' },
-  'DATASET.imgSizes': { default: [300, 375, 450, 525, 600], kind: { type: 'intList', min: 1 }, doc: 'short sides: one random per training batch; all averaged when testing (int or list)' },
-  'DATASET.imgMaxSize': { default: 1000, kind: int(1), doc: 'maximum long side of an input image' },
-  'DATASET.padding_constant': { default: 8, kind: int(1), doc: 'input sizes are padded to a multiple of this (the network\'s downsampling rate)' },
-  'DATASET.segm_downsampling_rate': { default: 8, kind: int(1), doc: 'training labels are downsampled by this rate' },
+  'DATASET.num_class': { default: 150, kind: int(1, 65535), doc: 'number of classes' },
+  'DATASET.imgSizes': { default: [300, 375, 450, 525, 600], kind: { type: 'intList', min: 1, max: MAX_SIDE }, doc: 'short sides: one random per training batch; all averaged when testing (int or list)' },
+  'DATASET.imgMaxSize': { default: 1000, kind: int(1, MAX_SIDE), doc: 'maximum long side of an input image' },
+  'DATASET.padding_constant': { default: 8, kind: int(1, 1024), doc: 'input sizes are padded to a multiple of this (the network\'s downsampling rate)' },
+  'DATASET.segm_downsampling_rate': { default: 8, kind: int(1, 1024), doc: 'training labels are downsampled by this rate' },
   'DATASET.random_flip': { default: true, kind: { type: 'flip' }, doc: 'horizontal flip in training: true (p = 0.5), false, or a probability in [0, 1]' },
   'DATASET.normalization': { default: 'imagenet', kind: oneOf(NORMALIZATIONS), doc: 'input normalisation: imagenet (RGB/255, ImageNet mean/std) or legacy-bgr (BGR 0..255 minus mean, for older weights)', segtool: true },
+  'DATASET.resize': { default: 'pil', kind: oneOf(RESIZE_METHODS), doc: 'image resize filter: pil (Pillow\'s antialiased bilinear, the reference) or opencv (cv2.resize INTER_LINEAR without antialiasing, the 2018 seed that the baseline-* weights were trained with)', segtool: true, optional: true },
   'DATASET.label_padding': { default: 'ignore', kind: oneOf(LABEL_PADDINGS), doc: 'training label canvas padding: ignore (-1) or reference (class 0, as the reference did)', segtool: true },
   'DATASET.class_info': { default: '', kind: str(true), doc: 'class names and colours: a CSV in object150_info.csv layout or a YAML/JSON list of {name, color} (empty: ADE20K\'s for 150 classes, class_N and generated colours otherwise; a checkpoint\'s own list when it has one)', segtool: true, optional: true },
 
@@ -198,7 +205,7 @@ export const CONFIG_SPECS: { readonly [K in ConfigKey]: KeySpec<ConfigValue<K>> 
   'TRAIN.weight_decay': { default: 1e-4, kind: num(0), doc: 'weight decay (conv and linear weights only)' },
   'TRAIN.deep_sup_scale': { default: 0.4, kind: num(0), doc: 'weight of the deep-supervision loss (*_deepsup decoders)' },
   'TRAIN.fix_bn': { default: false, kind: bool, doc: 'keep BatchNorm in eval mode (fine-tuning)' },
-  'TRAIN.workers': { default: 16, kind: int(0), doc: 'data loading worker threads' },
+  'TRAIN.workers': { default: 16, kind: int(0, 64), doc: 'data loading worker threads' },
   'TRAIN.disp_iter': { default: 20, kind: int(1), doc: 'log every this many iterations' },
   'TRAIN.seed': { default: 304, kind: int(0), doc: 'random seed' },
   'TRAIN.bn_momentum': { default: 0.001, kind: num(0, 1), doc: 'BatchNorm running-statistics momentum (the reference hard-codes 0.001, and 0.1 in hrnetv2\'s encoder, which the default keeps; any other value applies everywhere; 0.1 suits short CPU runs)', segtool: true },

@@ -57,13 +57,23 @@ export async function findImages(inputs: readonly string[]): Promise<FoundImage[
     }
     for (const image of images) found.push({ path: resolve(image), name: relative(input, image) });
   }
-  // Two inputs may yield the same output name (a.jpg given twice, x/a.jpg and y/a.jpg as files).
-  const seen = new Map<string, number>();
+  // Two inputs may yield the same output name (a.jpg given twice, x/a.jpg and y/a.jpg as files,
+  // x.jpg and x.png: outputs are named by the stem): later ones get -1, -2, ... (a free stem).
+  const stemOf = (name: string): string => name.slice(0, name.length - extname(name).length).toLowerCase();
+  const taken = new Set(found.map((item) => stemOf(item.name)));
+  const seen = new Set<string>();
   for (const item of found) {
-    const key = item.name.toLowerCase();
-    const count = seen.get(key) ?? 0;
-    seen.set(key, count + 1);
-    if (count > 0) item.name = `${item.name.slice(0, item.name.length - extname(item.name).length)}-${count}${extname(item.name)}`;
+    const stem = stemOf(item.name);
+    if (!seen.has(stem)) {
+      seen.add(stem);
+      continue;
+    }
+    const base = item.name.slice(0, item.name.length - extname(item.name).length);
+    let n = 1;
+    while (taken.has(`${stem}-${n}`)) n++;
+    item.name = `${base}-${n}${extname(item.name)}`;
+    taken.add(`${stem}-${n}`);
+    seen.add(`${stem}-${n}`);
   }
   return found;
 }

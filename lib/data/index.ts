@@ -52,5 +52,5 @@ export {
 } from './options.js';
 export { NORMALIZE_SPECS, type NormalizeSpec } from './normalize.js';
 export { deriveSeed, Rng } from './prng.js';
-export { nearestIndices, resizeBilinear, resizeNearest } from './resize.js';
+export { nearestIndices, resizeBilinear, resizeBilinearOpenCV, resizeImage, resizeNearest, type ResizeFilter } from './resize.js';
 export { TrainSampler, type TrainPlan, type TrainSamplerOptions } from './sampler.js';

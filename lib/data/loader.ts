@@ -22,6 +22,7 @@ import {
   resolveNormalize,
   resolveNumClass,
   resolveOptionalBoolean,
+  resolveResize,
   resolveTrainGeometry,
   resolveValGeometry,
   type BadSamplePolicy,
@@ -33,6 +34,7 @@ import {
 } from './options.js';
 import type { BadSample, EvalSample, EvalSettings, TrainBatch, TrainSettings } from './pipeline.js';
 import { WorkerPool } from './pool.js';
+import type { ResizeFilter } from './resize.js';
 
 interface PoolOptions {
   /** Worker threads (TRAIN.workers); 0 = load in this thread. Default 2. */
@@ -50,6 +52,8 @@ interface CommonLoaderOptions extends PoolOptions, DecodeOptions {
   numClass?: number;
   /** Normalisation preset: 'imagenet' (default) or 'legacy-bgr' for the first released weights. */
   normalize?: NormalizePreset;
+  /** Image resize filter: 'pil' (default, Pillow's antialiased bilinear) or 'opencv' (the 2018 seed's cv2.resize). */
+  resize?: ResizeFilter;
 }
 
 export interface TrainLoaderOptions extends CommonLoaderOptions, TrainGeometryOptions {
@@ -196,6 +200,7 @@ export async function createTrainLoader(options: TrainLoaderOptions): Promise<Tr
     geometry,
     numClass: resolveNumClass(options.numClass),
     normalize: resolveNormalize(options.normalize),
+    resize: resolveResize(options.resize),
     decode: resolveDecodeOptions(options),
     onBadSample: pool.onBadSample,
     labelPadding: expectOneOf('labelPadding', options.labelPadding ?? 'ignore', LABEL_PADDINGS),
@@ -276,6 +281,7 @@ export async function createEvalLoader(options: EvalLoaderOptions): Promise<Eval
     geometry,
     numClass: resolveNumClass(options.numClass),
     normalize: resolveNormalize(options.normalize),
+    resize: resolveResize(options.resize),
     decode: resolveDecodeOptions(options),
     onBadSample: pool.onBadSample,
     labels,

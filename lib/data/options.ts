@@ -3,7 +3,7 @@
  * Option names are the camelCase of the reference's keys: DATASET.imgSizes -> imgSizes,
  * DATASET.padding_constant -> paddingConstant, TRAIN.batch_size_per_gpu -> batchPerGpu, ...
  */
-import { LABEL_PADDINGS, NORMALIZATIONS, type LabelPadding, type Normalization } from '../config/names.js';
+import { LABEL_PADDINGS, NORMALIZATIONS, RESIZE_METHODS, type LabelPadding, type Normalization, type ResizeMethod } from '../config/names.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectNumber, expectOneOf, invalid } from '../validate.js';
 
 // The preset names are config values (DATASET.normalization); one list serves both layers.
@@ -123,6 +123,12 @@ export function resolveDecodeOptions(options: DecodeOptions = {}): ResolvedDecod
 
 export function resolveNormalize(value: unknown): NormalizePreset {
   return expectOneOf('normalize', value ?? 'imagenet', NORMALIZE_PRESETS);
+}
+
+export const RESIZE_FILTERS = RESIZE_METHODS;
+
+export function resolveResize(value: unknown): ResizeMethod {
+  return expectOneOf('resize', value ?? 'pil', RESIZE_FILTERS);
 }
 
 export function resolveNumClass(value: unknown): number {

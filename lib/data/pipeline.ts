@@ -15,7 +15,7 @@ import type {
   ResolvedTrainGeometry,
   ResolvedValGeometry,
 } from './options.js';
-import { nearestIndices, resizeBilinear } from './resize.js';
+import { nearestIndices, resizeImage, type ResizeFilter } from './resize.js';
 import type { TrainPlan } from './sampler.js';
 
 /** Images: NCHW float32, normalised. */
@@ -68,6 +68,8 @@ export interface EvalSample {
 export interface CommonSettings {
   numClass: number;
   normalize: NormalizePreset;
+  /** Image resize filter (DATASET.resize); default 'pil'. */
+  resize?: ResizeFilter;
   decode: ResolvedDecodeOptions;
   onBadSample: BadSamplePolicy;
 }
@@ -237,7 +239,7 @@ export async function loadTrainBatch(plan: TrainPlan, records: readonly SampleRe
       flipHorizontal(map.data, map.width, map.height, 1);
     }
     const size = geo.samples[i]!;
-    const resized = resizeBilinear(rgb.data, rgb.width, rgb.height, 3, size.width, size.height);
+    const resized = resizeImage(settings.resize, rgb.data, rgb.width, rgb.height, 3, size.width, size.height);
     normalizeInto(image, i * 3 * H * W, W, H, resized, size.width, size.height, settings.normalize);
     writeTrainLabel(label, i * h * w, w, map, size.width, size.height, g.segmDownsamplingRate);
   }
@@ -251,13 +253,13 @@ export async function loadTrainBatch(plan: TrainPlan, records: readonly SampleRe
 }
 
 /**
- * The network inputs of an image at every test scale: PIL-exact bilinear resize to each of
- * the geometry's sizes, then normalisation, one [1, 3, h, w] input per scale. The one
- * implementation the evaluation loader and the inference engine's prepare stage share.
+ * The network inputs of an image at every test scale: bilinear resize (PIL-exact, or OpenCV's
+ * with resize 'opencv') to each of the geometry's sizes, then normalisation, one [1, 3, h, w]
+ * input per scale. The one implementation the evaluation loader and the inference engine's prepare stage share.
  */
-export function scaleInputs(rgb: RgbImage, geometry: ResolvedValGeometry, normalize: NormalizePreset): ImageBatch[] {
+export function scaleInputs(rgb: RgbImage, geometry: ResolvedValGeometry, normalize: NormalizePreset, resize?: ResizeFilter): ImageBatch[] {
   return valTargetSizesResolved(rgb, geometry).map(([tw, th]): ImageBatch => {
-    const resized = resizeBilinear(rgb.data, rgb.width, rgb.height, 3, tw, th);
+    const resized = resizeImage(resize, rgb.data, rgb.width, rgb.height, 3, tw, th);
     const data = new Float32Array(3 * tw * th);
     normalizeInto(data, 0, tw, th, resized, tw, th, normalize);
     return { data, shape: [1, 3, th, tw] };
@@ -278,7 +280,7 @@ export async function loadEvalSample(
     throw error;
   }
   const { image: rgb, label: map } = loaded;
-  const images = scaleInputs(rgb, settings.geometry, settings.normalize);
+  const images = scaleInputs(rgb, settings.geometry, settings.normalize, settings.resize);
   const sample: EvalSample = { index, images, width: rgb.width, height: rgb.height, path: record.image };
   if (record.source !== undefined) sample.source = record.source;
   if (map) {
@@ -300,6 +302,8 @@ export type PrepareSource =
 export interface PrepareSettings {
   geometry: ResolvedValGeometry;
   normalize: NormalizePreset;
+  /** Image resize filter (DATASET.resize); default 'pil'. */
+  resize?: ResizeFilter;
   decode: ResolvedDecodeOptions;
   /** Return the decoded RGB image too (for panels). */
   keepOriginal: boolean;
@@ -339,7 +343,7 @@ export async function prepareImage(source: PrepareSource, settings: PrepareSetti
       : source.kind === 'path'
         ? await decodeImage(await readBytes(source.path, 'image'), source.path, settings.decode)
         : await decodeImage(source.bytes, source.name, settings.decode);
-  const prepared: PreparedImage = { images: scaleInputs(rgb, settings.geometry, settings.normalize), width: rgb.width, height: rgb.height };
+  const prepared: PreparedImage = { images: scaleInputs(rgb, settings.geometry, settings.normalize, settings.resize), width: rgb.width, height: rgb.height };
   // A copy: decoder output may live in memory that cannot be transferred between threads.
   if (settings.keepOriginal) prepared.original = { data: rgb.data.slice(), width: rgb.width, height: rgb.height };
   return prepared;

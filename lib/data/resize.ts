@@ -224,3 +224,118 @@ export function resizeNearest<T extends IntArray>(src: T, width: number, height:
   }
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------
+// OpenCV's bilinear (cv2.resize INTER_LINEAR on uint8), which the 2018 seed used: no
+// antialiasing (each output pixel reads the two nearest source pixels whatever the scale),
+// pixel centres aligned (src = (dst + 0.5) * scale - 0.5, in float32 as OpenCV computes it),
+// weights in 11-bit fixed point (INTER_RESIZE_COEF_SCALE = 2048), the horizontal pass kept in
+// int32 and the vertical pass rounded as OpenCV's SIMD path does (each row >> 4, the 16-bit
+// high product with each weight, + 2 >> 2), borders replicated.
+
+const COEF_SCALE = 2048;
+
+/** cvRound: to nearest, ties to even (lrint in the default rounding mode). */
+function roundEven(v: number): number {
+  const r = Math.round(v);
+  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+function opencvTaps(inSize: number, outSize: number, clampEnd: boolean): { index: Int32Array; w0: Int32Array; w1: Int32Array } {
+  const scale = inSize / outSize;
+  const index = new Int32Array(outSize);
+  const w0 = new Int32Array(outSize);
+  const w1 = new Int32Array(outSize);
+  for (let d = 0; d < outSize; d++) {
+    let f = Math.fround((d + 0.5) * scale - 0.5);
+    let s = Math.floor(f);
+    f = Math.fround(f - s);
+    if (clampEnd) {
+      // The horizontal pass clamps the position; the vertical one clamps the rows it reads.
+      if (s < 0) (f = 0), (s = 0);
+      if (s >= inSize - 1) (f = 0), (s = inSize - 1);
+    }
+    index[d] = s;
+    w0[d] = roundEven(Math.fround(1 - f) * COEF_SCALE);
+    w1[d] = roundEven(f * COEF_SCALE);
+  }
+  return { index, w0, w1 };
+}
+
+/** The 16-bit signed high product of SSE2's _mm_mulhi_epi16 (inputs saturated to int16 first). */
+function mulhi16(a: number, b: number): number {
+  const sa = a > 32767 ? 32767 : a < -32768 ? -32768 : a;
+  return (sa * b) >> 16;
+}
+
+/**
+ * Resizes an interleaved uint8 image (`channels` per pixel) to outWidth x outHeight as OpenCV's
+ * cv2.resize(INTER_LINEAR) does (see above). Returns a new array (the input when the size does
+ * not change).
+ */
+export function resizeBilinearOpenCV(
+  src: Uint8Array,
+  width: number,
+  height: number,
+  channels: number,
+  outWidth: number,
+  outHeight: number,
+): Uint8Array {
+  if (src.length !== width * height * channels) throw new RangeError('resizeBilinearOpenCV: data length does not match the size');
+  if (outWidth === width && outHeight === height) return src;
+  const h = opencvTaps(width, outWidth, true);
+  const v = opencvTaps(height, outHeight, false);
+  const rowLength = outWidth * channels;
+  // Horizontal pass of one source row, cached for the two output rows that share it.
+  const rows = new Map<number, Int32Array>();
+  const horizontal = (y: number): Int32Array => {
+    let row = rows.get(y);
+    if (row) return row;
+    row = new Int32Array(rowLength);
+    const base = y * width * channels;
+    for (let x = 0; x < outWidth; x++) {
+      const s = base + h.index[x]! * channels;
+      const a0 = h.w0[x]!;
+      const a1 = h.w1[x]!;
+      for (let c = 0; c < channels; c++) {
+        // At the right border (a1 = 0) the second tap would be outside the row.
+        row[x * channels + c] = a1 === 0 ? src[s + c]! * a0 : src[s + c]! * a0 + src[s + channels + c]! * a1;
+      }
+    }
+    if (rows.size > 4) rows.delete(rows.keys().next().value!);
+    rows.set(y, row);
+    return row;
+  };
+  const out = new Uint8Array(outHeight * rowLength);
+  for (let y = 0; y < outHeight; y++) {
+    const s = v.index[y]!;
+    const r0 = horizontal(Math.min(Math.max(s, 0), height - 1));
+    const r1 = horizontal(Math.min(Math.max(s + 1, 0), height - 1));
+    const b0 = v.w0[y]!;
+    const b1 = v.w1[y]!;
+    const o = y * rowLength;
+    for (let i = 0; i < rowLength; i++) {
+      const value = (mulhi16(r0[i]! >> 4, b0) + mulhi16(r1[i]! >> 4, b1) + 2) >> 2;
+      out[o + i] = value < 0 ? 0 : value > 255 ? 255 : value;
+    }
+  }
+  return out;
+}
+
+/** The resize filters by DATASET.resize name. */
+export type ResizeFilter = 'pil' | 'opencv';
+
+/** Bilinear resize of an interleaved uint8 image with the chosen filter ('pil' by default). */
+export function resizeImage(
+  filter: ResizeFilter | undefined,
+  src: Uint8Array,
+  width: number,
+  height: number,
+  channels: number,
+  outWidth: number,
+  outHeight: number,
+): Uint8Array {
+  return filter === 'opencv'
+    ? resizeBilinearOpenCV(src, width, height, channels, outWidth, outHeight)
+    : resizeBilinear(src, width, height, channels, outWidth, outHeight);
+}

@@ -9,7 +9,7 @@
  * The per-image counts (intersection, union, accuracy, confusion matrix) are computed on a
  * worker thread (ImageCounter): the main thread never loops over an image's pixels.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { classInfoFromConfig, defaultClassName, type ClassInfo } from '../classes.js';
 import type { ConfigOverrides, SegtoolConfig } from '../config/index.js';
@@ -143,6 +143,29 @@ function metricsName(weights: readonly string[]): string {
   return `metrics_${source.slice(0, source.length - extname(source).length).replace(/^(encoder|decoder)_/, '')}.json`;
 }
 
+/**
+ * DIR/<name>, unless it holds the metrics of another list: then <name> with the list's stem
+ * (metrics_epoch_20-train.json, then -2, -3, ...), so evaluating on another list never
+ * overwrites what an earlier evaluation wrote; the same list's file is replaced.
+ */
+async function metricsPathFor(dir: string, name: string, list: string): Promise<string> {
+  const listOf = async (path: string): Promise<string | undefined | null> => {
+    try {
+      const saved = JSON.parse(await readFile(path, 'utf8')) as { dataset?: { list?: unknown } };
+      return typeof saved.dataset?.list === 'string' ? saved.dataset.list : null;
+    } catch {
+      return undefined; // none (or unreadable)
+    }
+  };
+  const stem = name.slice(0, name.length - '.json'.length);
+  const listStem = basename(list, extname(list)).replace(/[^\w.-]+/g, '_');
+  for (let n = 0; ; n++) {
+    const candidate = join(dir, n === 0 ? name : `${stem}-${listStem}${n === 1 ? '' : `-${n}`}.json`);
+    const saved = await listOf(candidate);
+    if (saved === undefined || (saved !== null && resolve(saved) === resolve(list))) return candidate;
+  }
+}
+
 /** Evaluates a model on the validation list; see EvaluateOptions. */
 export async function evaluate(config: ConfigInput, options: EvaluateOptions = {}): Promise<EvaluateResult> {
   checkOptions(options);
@@ -199,6 +222,7 @@ async function evaluateShard(
       paddingConstant: cfg.DATASET.padding_constant,
       numClass: cfg.DATASET.num_class,
       normalize: cfg.DATASET.normalization,
+      resize: cfg.DATASET.resize,
       labels: true,
       keepOriginal: visualize,
       workers: options.workers ?? Math.min(cfg.TRAIN.workers, 2),
@@ -274,7 +298,7 @@ async function evaluateShard(
     if (visualize) result.resultDir = resultDir;
     if (result.badSamples.length > 0) emit({ type: 'warning', message: `${result.badSamples.length} bad sample(s) were skipped` });
     if (options.metricsFile !== false && rank === 0) {
-      const file = resolve(options.metricsFile ?? join(cfg.DIR, metricsName(weights)));
+      const file = resolve(options.metricsFile ?? (await metricsPathFor(cfg.DIR, metricsName(weights), cfg.DATASET.list_val)));
       result.metricsFile = file;
       await writeJsonAtomic(file, metricsJson(cfg, result));
       result.confusionFile = confusionFileFor(file);

@@ -20,6 +20,7 @@ import { checkImageFormat, loadSharp } from '../data/decode.js';
 import { resolveDecodeOptions, type NormalizePreset, type ResolvedDecodeOptions } from '../data/options.js';
 import type { PreparedImage, PrepareSource } from '../data/pipeline.js';
 import { WorkerPool } from '../data/pool.js';
+import type { ResizeFilter } from '../data/resize.js';
 import { SegtoolError } from '../errors.js';
 import { readFileBounded } from '../io/files.js';
 import type { SegmentationModel } from '../model.js';
@@ -161,6 +162,7 @@ export class PreparePool {
       imgMaxSize: number;
       paddingConstant: number;
       normalize: NormalizePreset;
+      resize?: ResizeFilter;
       keepOriginal?: boolean;
       decode?: ResolvedDecodeOptions;
     },
@@ -172,6 +174,7 @@ export class PreparePool {
       settings: {
         geometry: { imgSizes: [...settings.scales], imgMaxSize: settings.imgMaxSize, paddingConstant: settings.paddingConstant },
         normalize: settings.normalize,
+        ...(settings.resize ? { resize: settings.resize } : {}),
         decode: settings.decode ?? resolveDecodeOptions({ decoder: 'sharp' }),
         keepOriginal: settings.keepOriginal ?? false,
       },
@@ -209,6 +212,8 @@ export interface EngineSettings {
   imgMaxSize: number;
   paddingConstant: number;
   normalize: NormalizePreset;
+  /** Image resize filter (DATASET.resize); default 'pil'. */
+  resize?: ResizeFilter;
   minCoverage: number;
   limits: AdmissionLimits;
 }
@@ -264,6 +269,7 @@ export async function runStages(
     imgMaxSize: settings.imgMaxSize,
     paddingConstant: settings.paddingConstant,
     normalize: settings.normalize,
+    ...(settings.resize ? { resize: settings.resize } : {}),
     keepOriginal: outputs.has('original'),
     ...(decode ? { decode } : {}),
   });

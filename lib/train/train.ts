@@ -408,6 +408,7 @@ async function trainRanks(
         randomFlip: flipProbability(cfg),
         numClass: cfg.DATASET.num_class,
         normalize: cfg.DATASET.normalization,
+        resize: cfg.DATASET.resize,
         labelPadding: cfg.DATASET.label_padding,
         seed: deriveSeed(cfg.TRAIN.seed, epoch),
         rank,
@@ -432,6 +433,14 @@ async function trainRanks(
           dataTime.update((performance.now() - tic) / 1000);
           const globalIteration = i + (epoch - 1) * schedule.epochIters;
           const lr = learningRatesAt(schedule, globalIteration);
+          // No labelled pixel: the loss would be 0/0 (NaN) and poison the weights; it is the data, not the learning rate.
+          if (!batch.label.data.some((v: number) => v >= 0)) {
+            throw new SegtoolError(
+              'ERR_BAD_IMAGE',
+              `The batch at epoch ${epoch}, iteration ${i} has no labelled pixel (its annotations are all 0 = unlabeled): ` +
+                `${batch.paths.join(', ')}; remove such images from ${cfg.DATASET.list_train} or check their annotations`,
+            );
+          }
           const step = await model.trainStep(batch.image, batch.label, {
             lrEncoder: lr.encoder,
             lrDecoder: lr.decoder,
