@@ -5,7 +5,7 @@
     {
       "target_name": "segtool",
       "sources": [
-        "<!@(node -e \"const fs=require('fs');for(const d of ['native/binding','native/nn','native/ops','native/ops/cpu','native/io','native/dist'])if(fs.existsSync(d))for(const f of fs.readdirSync(d).sort())if(f.endsWith('.cc'))console.log(d+'/'+f)\")"
+        "<!@(node -e \"const fs=require('fs');for(const d of ['native/binding','native/nn','native/ops','native/ops/cpu','native/io','native/distributed'])if(fs.existsSync(d))for(const f of fs.readdirSync(d).sort())if(f.endsWith('.cc'))console.log(d+'/'+f)\")"
       ],
       "include_dirs": [
         "native",

@@ -114,7 +114,7 @@ export {
 export { exportOnnx, ONNX_DEFAULT_OPSET, ONNX_MIN_OPSET, ONNX_MAX_OPSET, type OnnxExportOptions, type OnnxExportReport } from './onnx/export.js';
 
 // Distributed training and evaluation (one process per rank; see README "Multiple processes and machines").
-export { Communicator, distributedEnv, type CommunicatorOptions, type DistributedEnv } from './dist/index.js';
+export { Communicator, distributedEnv, type CommunicatorOptions, type DistributedEnv } from './distributed/index.js';
 
 // Downloads: the cache and the mirror every download uses.
 export { cacheRoot, mirrorBase, fetchCached, type FetchCachedOptions, type FetchCachedResult } from './download/index.js';

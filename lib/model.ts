@@ -4,7 +4,7 @@
  * so no libuv thread waits on another's lock).
  */
 import { DECODER_NAMES, ENCODER_CHANNELS, ENCODER_NAMES, type DecoderName, type EncoderName } from './config/names.js';
-import { Communicator } from './dist/communicator.js';
+import { Communicator } from './distributed/communicator.js';
 import { checkDevice, checkRuntime, type DeviceName, type Precision, type RuntimeOptions } from './device.js';
 import { SegtoolError } from './errors.js';
 import { loadNative, native, type NamedNativeTensors, type NativeCancelToken, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';

@@ -116,7 +116,7 @@ export interface NativeModelOptions {
   cudnnBenchmark?: boolean;
 }
 
-/** The options createCommunicator receives, validated by lib/dist. */
+/** The options createCommunicator receives, validated by lib/distributed. */
 export interface NativeCommunicatorOptions {
   rank: number;
   worldSize: number;
@@ -131,7 +131,7 @@ export interface NativeCommunicatorOptions {
 
 /**
  * A native dist::Communicator (c10d). Every rank must issue the same calls in the same order;
- * lib/dist/communicator.ts queues them. Failures of the job reject with ERR_DISTRIBUTED.
+ * lib/distributed/communicator.ts queues them. Failures of the job reject with ERR_DISTRIBUTED.
  */
 export interface NativeCommunicator {
   readonly rank: number;

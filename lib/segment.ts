@@ -21,7 +21,7 @@ import { createModelWithWeights, modelClassInfo, resolveWeightFiles } from './ev
 import { admitInput, defaultPreparePool, DEFAULT_LIMITS, runStages, type EngineOutput } from './inference/engine.js';
 import { coverageFromCounts, inferClasses, predictionViews, type ClassCoverage } from './inference/infer.js';
 import { SegmentationModel, type TensorLike } from './model.js';
-import { resolveConfigInput, type ConfigInput } from './train/common.js';
+import { resolveConfigInput, type ConfigInput } from './config/index.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectNumber, expectObject, expectOneOf, expectString, invalid } from './validate.js';
 
 export interface SegmentOptions extends DecodeOptions {

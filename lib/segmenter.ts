@@ -29,7 +29,7 @@ import { createModelWithWeights, resolveClassInfo, resolveWeightFiles } from './
 import { DECODER_MAX_PIXELS, DEFAULT_LIMITS, InferenceEngine, type EngineInput, type EngineStats, type RawPixels } from './inference/engine.js';
 import type { ClassCoverage } from './inference/infer.js';
 import { setNumThreads } from './tensor.js';
-import { resolveConfigInput } from './train/common.js';
+import { resolveConfigInput } from './config/index.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectNumber, expectObject, expectOneOf, expectString, invalid } from './validate.js';
 
 export type { RawPixels };

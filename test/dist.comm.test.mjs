@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { SegtoolError, systemInfo, Tensor } from '../dist/index.js';
-import { Communicator, distributedEnv, findFreePort, shardRange } from '../dist/dist/index.js';
+import { Communicator, distributedEnv, findFreePort, shardRange } from '../dist/distributed/index.js';
 import { assertAllOk, LOOPBACK, runRanks, startRanks } from './helpers/dist.mjs';
 
 test('all-reduce in small buckets (several per dtype, one tensor larger than a bucket), broadcast, all-gather, barrier: 3 ranks', async () => {

@@ -1,11 +1,11 @@
-// The launcher (lib/dist/launch.ts): flag parsing, `--nproc 2` running a script on both ranks
+// The launcher (lib/distributed/launch.ts): flag parsing, `--nproc 2` running a script on both ranks
 // with the torchrun environment, two "nodes" on loopback, a failing rank stopping the job with
 // a message naming it, SIGTERM stopping every rank.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { findFreePort, needsLaunch, parseDeviceList, parseLaunchArgs } from '../dist/dist/index.js';
-import { MAX_LOCAL_RANKS, maxCpuRanks } from '../dist/dist/launch.js';
+import { findFreePort, needsLaunch, parseDeviceList, parseLaunchArgs } from '../dist/distributed/index.js';
+import { MAX_LOCAL_RANKS, maxCpuRanks } from '../dist/distributed/launch.js';
 import { childEnv, LAUNCHER, LOOPBACK, RANK_SCRIPT, run } from './helpers/dist.mjs';
 
 test('device lists: ranges, lists, both; bad ones name --gpus', () => {

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SegtoolError, Tensor } from '../dist/index.js';
-import { batchNorm, syncBatchNorm } from '../dist/dist/index.js';
+import { batchNorm, syncBatchNorm } from '../dist/distributed/index.js';
 import { assertAllOk, runRanks } from './helpers/dist.mjs';
 
 // [offset, spread] per channel; channel 2 is nearly constant (variance ~3e-9 < eps), where the

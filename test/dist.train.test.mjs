@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultConfig, disposeAll, manualSeed, mergeConfig, saveConfig, SegmentationModel, Tensor } from '../dist/index.js';
-import { Communicator, findFreePort } from '../dist/dist/index.js';
+import { Communicator, findFreePort } from '../dist/distributed/index.js';
 import { generateSyntheticDataset } from '../dist/demo/synthetic.js';
 import { childEnv, LOOPBACK, rankEnv, run } from './helpers/dist.mjs';
 

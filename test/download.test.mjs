@@ -16,7 +16,7 @@ import { isSegtoolError, loadConfig } from '../dist/index.js';
 import { downloadFile } from '../dist/download/fetch.js';
 import { cachedPath, cacheRoot, fetchCached, mirrorBase, ORIGINAL_HOST, usingMirror } from '../dist/download/cache.js';
 import { resolveWeightFiles } from '../dist/eval/weights.js';
-import { readSampleList } from '../dist/train/common.js';
+import { readSampleList } from '../dist/data/list.js';
 import { generateSyntheticDataset } from '../dist/demo/synthetic.js';
 
 const run = promisify(execFile);

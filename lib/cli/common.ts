@@ -2,8 +2,8 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { isConfigKey } from '../config/index.js';
 import { cudaStatus } from '../device.js';
-import { distributedEnv } from '../dist/env.js';
-import { launch, needsLaunch, parseDeviceList, parseLaunchArgs, type LaunchOptions } from '../dist/launch.js';
+import { distributedEnv } from '../distributed/env.js';
+import { launch, needsLaunch, parseDeviceList, parseLaunchArgs, type LaunchOptions } from '../distributed/launch.js';
 import { SegtoolError } from '../errors.js';
 
 /** The reference scripts' default --cfg (config/ade20k-resnet50dilated-ppm_deepsup.yaml). */

@@ -10,7 +10,7 @@ import { SegtoolError } from '../errors.js';
 import { createModelWithWeights, resolveWeightFiles } from '../eval/weights.js';
 import { exportOnnx, ONNX_DEFAULT_OPSET, ONNX_MAX_OPSET, ONNX_MIN_OPSET } from '../onnx/export.js';
 import { setNumThreads } from '../tensor.js';
-import { resolveConfigInput } from '../train/common.js';
+import { resolveConfigInput } from '../config/index.js';
 import { DEFAULT_CONFIG, withConfigOptions } from './common.js';
 
 interface ExportCommandOptions {

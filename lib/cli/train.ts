@@ -6,7 +6,7 @@ import { loadTrainingCheckpoint } from '../checkpoint.js';
 import { applyOverrides, validateConfig, type SegtoolConfig } from '../config/index.js';
 import { disposeAll } from '../io/safetensors.js';
 import { train, type TrainEvent } from '../train/train.js';
-import { distributedEnv } from '../dist/env.js';
+import { distributedEnv } from '../distributed/env.js';
 import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
 import { givenSeedFlags, resolveCommandConfig, withSeedFlags } from './seed.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';

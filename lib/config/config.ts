@@ -495,3 +495,12 @@ export async function saveConfig(cfg: SegtoolConfig, path: string): Promise<void
   // Written atomically, so a crash never leaves a half-written config.yaml behind.
   await writeFileAtomic(path, stringifyConfig(cfg), 'config');
 }
+
+/** A config object, or a YAML path / bundled config name; `overrides` (KEY VALUE) go on top. */
+export type ConfigInput = SegtoolConfig | string;
+
+export async function resolveConfigInput(config: ConfigInput, overrides?: ConfigOverrides): Promise<SegtoolConfig> {
+  if (typeof config === 'string') return loadConfig(config, overrides);
+  const valid = validateConfig(config);
+  return overrides === undefined ? valid : applyOverrides(valid, overrides);
+}

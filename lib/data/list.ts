@@ -4,7 +4,8 @@
  * matching names), with the reference's max_sample and start_idx/end_idx selection.
  */
 import { readdir, stat } from 'node:fs/promises';
-import { extname, join, relative, resolve } from 'node:path';
+import { basename, dirname, extname, join, relative, resolve } from 'node:path';
+import type { SegtoolConfig } from '../config/schema.js';
 import { SegtoolError } from '../errors.js';
 import { describe, expectInteger, expectObject, expectString, invalid } from '../validate.js';
 import { readBytes, readImageSize } from './decode.js';
@@ -212,4 +213,29 @@ export async function readImageSizes(records: SampleRecord[], options: DecodeOpt
   };
   await Promise.all(Array.from({ length: Math.min(8, todo.length) }, worker));
   return records;
+}
+
+/**
+ * The samples of DATASET.list_train or DATASET.list_val: an .odgt file (paths relative to
+ * DATASET.root_dataset, as the reference) or a folder with images/ and annotations/.
+ */
+export async function readSampleList(cfg: SegtoolConfig, which: 'train' | 'val'): Promise<SampleRecord[]> {
+  const key = which === 'train' ? 'DATASET.list_train' : 'DATASET.list_val';
+  const list = which === 'train' ? cfg.DATASET.list_train : cfg.DATASET.list_val;
+  try {
+    if (await isDirectory(list)) return await listFolder(list, { readSizes: which === 'train' });
+    return await readOdgt(list, { root: cfg.DATASET.root_dataset });
+  } catch (error) {
+    // The bundled configs read ADE20K's lists, which `segtool download ade20k` writes beside the images.
+    const ade20k = /^(training|validation)\.odgt$/.test(basename(list))
+      ? `; for ADE20K: segtool download ade20k${resolve(dirname(list)) === resolve('data') ? '' : ` --data-dir ${dirname(list)}`}`
+      : '';
+    if (error instanceof SegtoolError && error.code === 'ERR_NOT_FOUND' && !(await isDirectory(dirname(list)))) {
+      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${list} not found (its folder ${dirname(list)} does not exist either)${ade20k}`, { cause: error });
+    }
+    if (error instanceof SegtoolError && error.code === 'ERR_NOT_FOUND') {
+      throw new SegtoolError('ERR_NOT_FOUND', `${key}: ${error.message}${ade20k}`, { cause: error });
+    }
+    throw error;
+  }
 }

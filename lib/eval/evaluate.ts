@@ -15,12 +15,13 @@ import { classInfoFromConfig, defaultClassName, type ClassInfo } from '../classe
 import type { ConfigOverrides, SegtoolConfig } from '../config/index.js';
 import { createEvalLoader, type BadSample, type EvalLoader, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
-import { Communicator } from '../dist/communicator.js';
-import { distributedEnv } from '../dist/env.js';
-import { ShardedMetrics, shardRange } from '../dist/eval.js';
+import { Communicator } from '../distributed/communicator.js';
+import { distributedEnv } from '../distributed/env.js';
+import { ShardedMetrics, shardRange } from '../distributed/eval.js';
 import { SegmentationModel } from '../model.js';
 import { setNumThreads } from '../tensor.js';
-import { readSampleList, resolveConfigInput, type ConfigInput } from '../train/common.js';
+import { resolveConfigInput, type ConfigInput } from '../config/index.js';
+import { readSampleList } from '../data/list.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/files.js';
 import { logEvaluation } from '../train/tensorboard.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';

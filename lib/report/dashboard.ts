@@ -16,7 +16,7 @@ import type { SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
 import { evaluate } from '../eval/evaluate.js';
 import { confusionSvg } from '../eval/confusion.js';
-import { readSampleList } from '../train/common.js';
+import { readSampleList } from '../data/list.js';
 import type { TrainEvent, TrainHistoryEntry } from '../train/train.js';
 import { expectInteger, expectObject, invalid } from '../validate.js';
 import { reportHtml, type EpochPoint, type ReportData, type ReportMetrics, type ReportSample } from './page.js';

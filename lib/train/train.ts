@@ -26,13 +26,14 @@ import {
 } from '../config/index.js';
 import { createTrainLoader, deriveSeed, readImageSizes, type BadSample, type SampleRecord } from '../data/index.js';
 import { SegtoolError } from '../errors.js';
-import { Communicator, type DistBackend } from '../dist/communicator.js';
-import { distributedEnv } from '../dist/env.js';
+import { Communicator, type DistBackend } from '../distributed/communicator.js';
+import { distributedEnv } from '../distributed/env.js';
 import { SegmentationModel, type ModelOptions } from '../model.js';
 import { loadNative } from '../native.js';
 import { setNumThreads } from '../tensor.js';
 import { expectBoolean, expectInteger, expectObject, expectOneOf, expectString, invalid } from '../validate.js';
-import { resolveConfigInput, type ConfigInput, readSampleList } from './common.js';
+import { resolveConfigInput, type ConfigInput } from '../config/index.js';
+import { readSampleList } from '../data/list.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/files.js';
 import { AverageMeter, formatTrainLine, historyCsv } from './log.js';
 import { tensorBoardDir, tensorBoardLogger, TensorBoardWriter } from './tensorboard.js';

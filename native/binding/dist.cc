@@ -1,6 +1,6 @@
 // CommunicatorHandle: the JS face of one dist::Communicator, plus syncBatchNorm/atenBatchNorm
 // (SyncBN forward and backward in one call, for tests). Collectives block the compute thread
-// (binding/async.h) until every rank has taken part; lib/dist orders the calls of one communicator (every rank
+// (binding/async.h) until every rank has taken part; lib/distributed orders the calls of one communicator (every rank
 // must issue the same sequence). A dist::DistError rejects with ERR_DISTRIBUTED (errors.cc).
 #include "binding/dist.h"
 
@@ -14,7 +14,7 @@
 #include "binding/async.h"
 #include "binding/errors.h"
 #include "binding/tensor.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "ops/sync_batch_norm.h"
 
 namespace segtool::binding {

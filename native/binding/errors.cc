@@ -5,7 +5,7 @@
 #include <stdexcept>
 
 #include "binding/state.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "io/named_tensors.h"
 #include "nn/cancel.h"
 #include "nn/runtime.h"

@@ -8,7 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "nn/cancel.h"
 #include "nn/decoders.h"
 #include "nn/encoders.h"

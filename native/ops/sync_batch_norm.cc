@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "ops/batch_norm_ops.h"
 
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { SegmentationModel } from '../../dist/index.js';
-import { createCommunicator } from '../../dist/dist/index.js';
+import { createCommunicator } from '../../dist/distributed/index.js';
 import { cuda, gpuTest } from './gpu-env.mjs';
 
 const rankScript = fileURLToPath(new URL('./helpers/nccl-rank.mjs', import.meta.url));

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { MetricsAccumulator, systemInfo, Tensor } from '../../dist/index.js';
-import { batchNorm, Communicator, distributedEnv, ShardedMetrics, shardRange, syncBatchNorm } from '../../dist/dist/index.js';
+import { batchNorm, Communicator, distributedEnv, ShardedMetrics, shardRange, syncBatchNorm } from '../../dist/distributed/index.js';
 import { prng } from './prng.mjs';
 
 const role = process.argv[2];

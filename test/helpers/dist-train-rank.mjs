@@ -10,7 +10,7 @@
 // JSON line `RESULT {...}` for the test to judge.
 import { createHash } from 'node:crypto';
 import { manualSeed, SegmentationModel, Tensor } from '../../dist/index.js';
-import { Communicator, distributedEnv } from '../../dist/dist/index.js';
+import { Communicator, distributedEnv } from '../../dist/distributed/index.js';
 import { prng } from './prng.mjs';
 
 const role = process.argv[2];

@@ -2,10 +2,10 @@
 // (127.0.0.1 only) and collect their exit status and output.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { findFreePort } from '../../dist/dist/index.js';
+import { findFreePort } from '../../dist/distributed/index.js';
 
 export const RANK_SCRIPT = fileURLToPath(new URL('./dist-rank.mjs', import.meta.url));
-export const LAUNCHER = fileURLToPath(new URL('../../dist/dist/launch.js', import.meta.url));
+export const LAUNCHER = fileURLToPath(new URL('../../dist/distributed/launch.js', import.meta.url));
 export const LOOPBACK = '127.0.0.1';
 
 /** The environment of a child: the test runner's own variables removed, one thread per rank. */

@@ -1,7 +1,7 @@
 // One rank of the NCCL SyncBN test: cuda:LOCAL_RANK, exact SyncBN, 3 steps on a rank-specific
 // batch (different sizes per rank), then prints a checksum of every weight (JSON, last line).
 import { SegmentationModel } from '../../../dist/index.js';
-import { createCommunicator } from '../../../dist/dist/index.js';
+import { createCommunicator } from '../../../dist/distributed/index.js';
 
 const rank = Number(process.env.RANK);
 const communicator = await createCommunicator({ backend: 'nccl' });

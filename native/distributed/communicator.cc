@@ -1,4 +1,4 @@
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
