@@ -164,6 +164,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("createCancelToken", Napi::Function::New<create_cancel_token>(env, "createCancelToken"));
   exports.Set("cancelToken", Napi::Function::New<cancel_token>(env, "cancelToken"));
   exports.Set("colorizeLabels", Napi::Function::New<colorize_labels>(env, "colorizeLabels"));
+  exports.Set("slideTiles", Napi::Function::New<slide_tiles>(env, "slideTiles"));
   register_dist_exports(env, exports);
   return exports;
 }

@@ -9,5 +9,6 @@ Napi::Value architectures(const Napi::CallbackInfo& info);
 Napi::Value create_cancel_token(const Napi::CallbackInfo& info);
 Napi::Value cancel_token(const Napi::CallbackInfo& info);
 Napi::Value colorize_labels(const Napi::CallbackInfo& info);
+Napi::Value slide_tiles(const Napi::CallbackInfo& info);
 
 }  // namespace segtool::binding
