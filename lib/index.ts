@@ -8,7 +8,12 @@ export { cudaStatus, checkDevice, type DeviceName, type Precision, type RuntimeO
 export {
   SegmentationModel,
   architectures,
+  checkSlideWindow,
   type ModelOptions,
+  type PredictSlidingOptions,
+  type SlideWindowOptions,
+  type SlideWindow,
+  type SlideTile,
   type ModelInfo,
   type TrainStepOptions,
   type TrainStepResult,

@@ -62,9 +62,19 @@ export interface NativeTrainStepResult {
   gradNormDecoder: number;
 }
 
-/** A native nn::SegmentationModel. Async calls pin it; dispose() while they run is ERR_BUSY. */
 /** An opaque cancellation flag (createCancelToken). */
 export type NativeCancelToken = { readonly __brand: 'NativeCancelToken' };
+
+/** What predict / predictSliding return (logits: predictSliding's stitched canvas, when asked). */
+export interface NativePrediction {
+  labels: NativeTensor;
+  confidence?: NativeTensor;
+  probabilities?: NativeTensor;
+  counts?: NativeTensor;
+  logits?: NativeTensor;
+}
+
+/** A native nn::SegmentationModel. Async calls pin it; dispose() while they run is ERR_BUSY. */
 
 export interface NativeModel {
   readonly inFlight: number;
@@ -84,7 +94,23 @@ export interface NativeModel {
     height: number,
     width: number,
     options: { flip: boolean; confidence: boolean; probabilities: boolean; counts?: boolean; cancel?: NativeCancelToken },
-  ): Promise<{ labels: NativeTensor; confidence?: NativeTensor; probabilities?: NativeTensor; counts?: NativeTensor }>;
+  ): Promise<NativePrediction>;
+  /** Sliding-window prediction at the input's own size (native/nn/slide.h). */
+  predictSliding(
+    input: NativeTensor,
+    options: {
+      crop: [number, number];
+      stride: [number, number];
+      flip: boolean;
+      confidence: boolean;
+      probabilities: boolean;
+      counts: boolean;
+      logits: boolean;
+      cancel?: NativeCancelToken;
+      /** Called on the main thread after each crop; must not throw. */
+      onTile?: (done: number, total: number) => void;
+    },
+  ): Promise<NativePrediction>;
   trainStep(
     input: NativeTensor,
     label: NativeTensor,
@@ -199,6 +225,8 @@ export interface NativeAddon {
   cancelToken(token: NativeCancelToken): void;
   /** uint8 [H, W, 3] colours of int32 [H, W] labels from a uint8 [C, 3] palette, on the compute thread. */
   colorizeLabels(labels: NativeTensor, palette: NativeTensor): Promise<NativeTensor>;
+  /** The crops predictSliding runs on a height x width image, [y0, y1, x0, x1] each (ERR_INVALID_ARG for a bad grid). */
+  slideTiles(height: number, width: number, crop: [number, number], stride: [number, number], outputStride: number): Array<[number, number, number, number]>;
   CommunicatorHandle: abstract new (...args: never[]) => NativeCommunicator;
   /** Joins the job (rendezvous through rank 0's TCPStore); settles once every rank joined. */
   createCommunicator(options: NativeCommunicatorOptions): Promise<NativeCommunicator>;
