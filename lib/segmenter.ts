@@ -12,7 +12,10 @@
  * - an AbortSignal or the time limit (`timeoutMs`) removes a waiting request and stops a running
  *   one, inside the native computation between scales and output rows (ERR_ABORTED);
  * - nothing per pixel runs on the event loop: results are views of native memory, coverage
- *   comes from native counts, the PNG is coloured natively and encoded by sharp.
+ *   comes from native counts, the PNG is coloured natively and encoded by sharp;
+ * - `mode: 'slide'` (with `crop`, `stride`) segments an image at its own size one crop at a time
+ *   (SegmentationModel.predictSliding): memory bounded by the crop, for huge images; the
+ *   compute budget counts the crops' pixels.
  *
  * Batching concurrent requests into one forward pass is deliberately not done: on CPU LibTorch
  * already spreads one image over every thread, and a batch needs equal input sizes (images of
