@@ -68,7 +68,9 @@ export interface SegmenterOptions {
   /**
    * Requests in the pipeline at once, on one model: the next ones decode and resize in the data
    * workers while one infers (all native work of a process runs on one compute thread, so model
-   * replicas would not run in parallel). Default 2.
+   * replicas would not run in parallel). Default 2. It hides the decode time of the next image
+   * only: measured 0.81-1.14x the throughput of 1 on a shared 2-core CPU, where inference is
+   * 92-98% of a photo's time (bench/service.mjs, bench/results/service-2026-12-02.md).
    */
   concurrency?: number;
   /** Data worker threads that decode, resize and normalise images; default 1. */
