@@ -298,7 +298,9 @@ test('a large input by crops holds no [numClass, H, W] buffer (RSS grows far les
     const grown = (process.memoryUsage().rss - before) / 2 ** 20;
     const full = (150 * h * w * 4) / 2 ** 20;
     console.log(`# predictSliding ${w}x${h} by 512 x 512 crops: RSS +${grown.toFixed(0)} MiB (150 x H x W floats: ${full.toFixed(0)} MiB)`);
-    assert.ok(grown < 400, `RSS grew ${grown.toFixed(0)} MiB`);
+    // Measured +84 to +248 MiB (the input's native copy, labels, confidence, the 29 MiB canvas, one
+    // crop's activations, malloc's cache); one full-size score buffer alone would be 1800 MiB.
+    assert.ok(grown < full / 3, `RSS grew ${grown.toFixed(0)} MiB`);
     assert.deepEqual(out.labels.shape, [1, h, w]);
     disposeAll(out);
   } finally {
