@@ -91,6 +91,90 @@ export interface ClassPrediction {
 
 export type TensorLike = Tensor | { data: TensorData; shape: readonly number[] };
 
+/** A sliding window (mmsegmentation's `slide` mode): crop size and step, [height, width] or one side for both. */
+export interface SlideWindowOptions {
+  /** Crop size in input pixels: a multiple of the model's output stride (e.g. 512). */
+  crop: number | readonly [number, number];
+  /** Step between crops: a multiple of the output stride, at most the crop; default two thirds of the crop (512 -> 336). */
+  stride?: number | readonly [number, number];
+}
+
+/** A checked sliding window: [height, width] each. */
+export interface SlideWindow {
+  crop: [number, number];
+  stride: [number, number];
+}
+
+export interface PredictSlidingOptions extends SlideWindowOptions {
+  /** uint8 [numClass, 3] colours: also return the labels coloured (`colors`, uint8 [height, width, 3]; batch 1). */
+  palette?: Tensor;
+  /** Also run every crop mirrored left-right (its logits mirrored back, a second canvas) and average the probabilities. */
+  flip?: boolean;
+  /** The top class's probability per pixel; default true. */
+  confidence?: boolean;
+  /** Every class's probability ([batch, numClass, height, width]): the one full-size buffer. */
+  probabilities?: boolean;
+  /** Pixels predicted as each class ([batch, numClass] int64). */
+  counts?: boolean;
+  /** The stitched logits ([batch, numClass, ceil(H / s), ceil(W / s)], s = outputStride; with flip, the unmirrored crops'). */
+  logits?: boolean;
+  /** A token from createCancelToken(): setting it stops the work between crops and rows (ERR_ABORTED). */
+  cancel?: NativeCancelToken;
+  /** Progress: called after each crop with the crops done and in all (x 2 with flip). An error it throws rejects the call. */
+  onTile?: (done: number, total: number) => void;
+}
+
+/** One crop of a sliding window: input rows [y0, y1) and columns [x0, x1). */
+export interface SlideTile {
+  y0: number;
+  y1: number;
+  x0: number;
+  x1: number;
+}
+
+const MAX_SIDE = 1 << 16;
+
+/** A side of a sliding window: a positive multiple of `outputStride` (the message names the nearest ones). */
+function slideSide(name: string, value: unknown, outputStride: number): number {
+  const side = expectInteger(name, value, 1, MAX_SIDE);
+  if (side % outputStride !== 0) {
+    const below = Math.floor(side / outputStride) * outputStride;
+    const nearest = below > 0 ? `${below} or ${below + outputStride}` : `${outputStride}`;
+    throw invalid(name, `a multiple of the model's output stride ${outputStride} (e.g. ${nearest})`, value);
+  }
+  return side;
+}
+
+function slidePair(name: string, value: unknown, outputStride: number): [number, number] {
+  if (Array.isArray(value)) {
+    if (value.length !== 2) throw invalid(name, 'one side or [height, width]', value);
+    return [slideSide(`${name}[0]`, value[0], outputStride), slideSide(`${name}[1]`, value[1], outputStride)];
+  }
+  const side = slideSide(name, value, outputStride);
+  return [side, side];
+}
+
+/**
+ * Checks a sliding window for a model of `outputStride` (crop and stride multiples of it, the
+ * stride at most the crop); `name` prefixes the option names in messages ('options.slide').
+ */
+export function checkSlideWindow(name: string, options: unknown, outputStride: number): SlideWindow {
+  if (!options || typeof options !== 'object' || Array.isArray(options)) throw invalid(name, 'an object {crop, stride?}', options);
+  const { crop: cropValue, stride: strideValue } = options as SlideWindowOptions;
+  if (cropValue === undefined) throw invalid(`${name}.crop`, 'a crop size (one side or [height, width])', cropValue);
+  const crop = slidePair(`${name}.crop`, cropValue, outputStride);
+  const stride: [number, number] =
+    strideValue === undefined
+      ? [0, 1].map((i) => Math.max(outputStride, Math.floor((crop[i]! * 2) / 3 / outputStride) * outputStride)) as [number, number]
+      : slidePair(`${name}.stride`, strideValue, outputStride);
+  for (const [i, axis] of ['height', 'width'].entries()) {
+    if (stride[i]! > crop[i]!) {
+      throw invalid(`${name}.stride`, `a step at most the crop's ${axis} (${crop[i]}), or the crops would leave gaps`, strideValue);
+    }
+  }
+  return { crop, stride };
+}
+
 type NamedTensorsLike = Map<string, Tensor> | Record<string, Tensor> | Iterable<[string, Tensor]>;
 
 function toNamedNative(name: string, tensors: NamedTensorsLike): NamedNativeTensors {
@@ -389,6 +473,76 @@ export class SegmentationModel {
         for (const t of temporaries) t.dispose();
       }
     });
+  }
+
+  /**
+   * predictClasses at the input's own size by sliding window (mmsegmentation's `slide` mode),
+   * for inputs far larger than the training scale: crops of `crop` pixels every `stride` run
+   * through the network one at a time, their logits are averaged where they overlap on a
+   * canvas at the network's output resolution, and that canvas gives the labels (upsampled,
+   * softmax, argmax, row by row). Memory is bounded by one crop plus the [numClass, H / s, W / s]
+   * canvas (s = outputStride): no [numClass, H, W] buffer exists unless `probabilities` is asked
+   * for. When one crop covers the input the result is predictClasses'. `cancel` is checked
+   * between crops and rows.
+   */
+  predictSliding(input: TensorLike, options: PredictSlidingOptions): Promise<ClassPrediction & { logits?: Tensor }> {
+    this.#checkInput(input);
+    const window = checkSlideWindow('options', options, this.#outputStride);
+    const flags = {
+      ...window,
+      flip: options.flip === undefined ? false : expectBoolean('flip', options.flip),
+      confidence: options.confidence === undefined ? true : expectBoolean('confidence', options.confidence),
+      probabilities: options.probabilities === undefined ? false : expectBoolean('probabilities', options.probabilities),
+      counts: options.counts === undefined ? false : expectBoolean('counts', options.counts),
+      logits: options.logits === undefined ? false : expectBoolean('logits', options.logits),
+      ...(options.cancel !== undefined ? { cancel: options.cancel } : {}),
+    };
+    const palette = options.palette;
+    if (palette !== undefined && (!(palette instanceof Tensor) || palette.dtype !== 'uint8' || palette.shape.length !== 2 || palette.shape[1] !== 3)) {
+      throw invalid('palette', 'a uint8 [numClass, 3] Tensor', palette);
+    }
+    const { onTile } = options;
+    if (onTile !== undefined && typeof onTile !== 'function') throw invalid('onTile', 'a function (done, total)', onTile);
+    return this.#enqueue(() =>
+      withTensor('input', input, 'float32', async (t) => {
+        let thrown: { error: unknown } | undefined;
+        const progress = (done: number, total: number): void => {
+          if (thrown) return;
+          try {
+            onTile!(done, total);
+          } catch (error) {
+            thrown = { error };
+          }
+        };
+        const out = await this.#model.predictSliding(t.handle, {
+          ...flags,
+          ...(palette ? { palette: palette.handle } : {}),
+          ...(onTile ? { onTile: progress } : {}),
+        });
+        if (thrown) {
+          for (const handle of Object.values(out)) new Tensor(handle).dispose();
+          throw thrown.error;
+        }
+        return {
+          labels: new Tensor(out.labels),
+          ...(out.confidence ? { confidence: new Tensor(out.confidence) } : {}),
+          ...(out.probabilities ? { probabilities: new Tensor(out.probabilities) } : {}),
+          ...(out.counts ? { counts: new Tensor(out.counts) } : {}),
+          ...(out.logits ? { logits: new Tensor(out.logits) } : {}),
+          ...(out.colors ? { colors: new Tensor(out.colors) } : {}),
+        };
+      }),
+    );
+  }
+
+  /** The crops predictSliding runs on a `height` x `width` input, row by row (what a compute budget counts). */
+  slideTiles(height: number, width: number, options: SlideWindowOptions): SlideTile[] {
+    expectInteger('height', height, 1, MAX_SIDE);
+    expectInteger('width', width, 1, MAX_SIDE);
+    const { crop, stride } = checkSlideWindow('options', options, this.#outputStride);
+    return native()
+      .slideTiles(height, width, crop, stride, this.#outputStride)
+      .map(([y0, y1, x0, x1]) => ({ y0, y1, x0, x1 }));
   }
 
   /**

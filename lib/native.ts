@@ -62,9 +62,20 @@ export interface NativeTrainStepResult {
   gradNormDecoder: number;
 }
 
-/** A native nn::SegmentationModel. Async calls pin it; dispose() while they run is ERR_BUSY. */
 /** An opaque cancellation flag (createCancelToken). */
 export type NativeCancelToken = { readonly __brand: 'NativeCancelToken' };
+
+/** What predict / predictSliding return (logits: predictSliding's stitched canvas, when asked). */
+export interface NativePrediction {
+  labels: NativeTensor;
+  confidence?: NativeTensor;
+  probabilities?: NativeTensor;
+  counts?: NativeTensor;
+  logits?: NativeTensor;
+  colors?: NativeTensor;
+}
+
+/** A native nn::SegmentationModel. Async calls pin it; dispose() while they run is ERR_BUSY. */
 
 export interface NativeModel {
   readonly inFlight: number;
@@ -84,7 +95,24 @@ export interface NativeModel {
     height: number,
     width: number,
     options: { flip: boolean; confidence: boolean; probabilities: boolean; counts?: boolean; palette?: NativeTensor; cancel?: NativeCancelToken },
-  ): Promise<{ labels: NativeTensor; confidence?: NativeTensor; probabilities?: NativeTensor; counts?: NativeTensor; colors?: NativeTensor }>;
+  ): Promise<NativePrediction>;
+  /** Sliding-window prediction at the input's own size (native/nn/slide.h). */
+  predictSliding(
+    input: NativeTensor,
+    options: {
+      crop: [number, number];
+      stride: [number, number];
+      flip: boolean;
+      confidence: boolean;
+      probabilities: boolean;
+      counts: boolean;
+      logits: boolean;
+      palette?: NativeTensor;
+      cancel?: NativeCancelToken;
+      /** Called on the main thread after each crop; must not throw. */
+      onTile?: (done: number, total: number) => void;
+    },
+  ): Promise<NativePrediction>;
   trainStep(
     input: NativeTensor,
     label: NativeTensor,
@@ -199,6 +227,8 @@ export interface NativeAddon {
   createCancelToken(): NativeCancelToken;
   /** Sets the flag: work using the token stops with ERR_ABORTED at its next check. */
   cancelToken(token: NativeCancelToken): void;
+  /** The crops predictSliding runs on a height x width image, [y0, y1, x0, x1] each (ERR_INVALID_ARG for a bad grid). */
+  slideTiles(height: number, width: number, crop: [number, number], stride: [number, number], outputStride: number): Array<[number, number, number, number]>;
   CommunicatorHandle: abstract new (...args: never[]) => NativeCommunicator;
   /** Joins the job (rendezvous through rank 0's TCPStore); settles once every rank joined. */
   createCommunicator(options: NativeCommunicatorOptions): Promise<NativeCommunicator>;

@@ -19,13 +19,14 @@ import { resolveDecodeOptions } from './data/options.js';
 import { SegtoolError } from './errors.js';
 import { createModelWithWeights, modelClassInfo, resolveWeightFiles } from './eval/weights.js';
 import { admitInput, defaultPreparePool, DEFAULT_LIMITS, runStages, type EngineOutput } from './inference/engine.js';
-import { coverageFromCounts, inferClasses, predictionViews, type ClassCoverage } from './inference/infer.js';
-import { SegmentationModel, type TensorLike } from './model.js';
+import { coverageFromCounts, inferClasses, predictionViews, resolveInferMode, type ClassCoverage, type InferModeOptions } from './inference/infer.js';
+import { SegmentationModel, type SlideWindow, type TensorLike } from './model.js';
 import { resolveConfigInput, type ConfigInput } from './config/index.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectNumber, expectObject, expectOneOf, expectString, invalid } from './validate.js';
 
-export interface SegmentOptions extends DecodeOptions {
-  /** Short sides to average over (DATASET.imgSizes); default [300, 375, 450, 525, 600]. */
+/** With mode 'slide' the image runs at its own size: imgSizes, imgMaxSize and paddingConstant do not apply. */
+export interface SegmentOptions extends DecodeOptions, InferModeOptions {
+  /** Short sides to average over (DATASET.imgSizes, mode 'whole'); default [300, 375, 450, 525, 600]. */
   imgSizes?: number | readonly number[];
   imgMaxSize?: number;
   paddingConstant?: number;
@@ -95,6 +96,8 @@ interface ResolvedOptions {
   resize: ResizeFilter;
   probabilities: boolean;
   flip: boolean;
+  /** Mode 'slide': the sliding window (the image at its own size). */
+  slide?: SlideWindow;
   minCoverage: number;
   names?: readonly string[];
   decode: DecodeOptions;
@@ -102,9 +105,12 @@ interface ResolvedOptions {
   timeoutMs: number;
 }
 
-const SEGMENT_OPTION_KEYS = ['imgSizes', 'imgMaxSize', 'paddingConstant', 'normalize', 'resize', 'probabilities', 'flip', 'minCoverage', 'names', 'exif', 'decoder', 'signal', 'timeoutMs'];
+const SEGMENT_OPTION_KEYS = [
+  'imgSizes', 'imgMaxSize', 'paddingConstant', 'normalize', 'resize', 'probabilities', 'flip', 'mode', 'crop', 'stride', 'minCoverage', 'names',
+  'exif', 'decoder', 'signal', 'timeoutMs',
+];
 
-function resolveOptions(options: SegmentOptions, extraKeys: readonly string[] = []): ResolvedOptions {
+function resolveOptions(model: SegmentationModel, options: SegmentOptions, extraKeys: readonly string[] = []): ResolvedOptions {
   expectObject('options', options, true);
   for (const key of Object.keys(options)) {
     if (!SEGMENT_OPTION_KEYS.includes(key) && !extraKeys.includes(key)) {
@@ -113,6 +119,7 @@ function resolveOptions(options: SegmentOptions, extraKeys: readonly string[] = 
   }
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', options.signal);
   if (options.names !== undefined && !Array.isArray(options.names)) throw invalid('options.names', 'an array of class names', options.names);
+  const slide = resolveInferMode('options', options, model.outputStride);
   return {
     geometry: {
       imgSizes: expectIntegerList('options.imgSizes', options.imgSizes ?? DEFAULTS.imgSizes, 1, 16384),
@@ -123,6 +130,7 @@ function resolveOptions(options: SegmentOptions, extraKeys: readonly string[] = 
     resize: expectOneOf('options.resize', options.resize ?? 'pil', ['pil', 'opencv'] as const),
     probabilities: options.probabilities === undefined ? false : expectBoolean('options.probabilities', options.probabilities),
     flip: options.flip === undefined ? false : expectBoolean('options.flip', options.flip),
+    ...(slide ? { slide } : {}),
     minCoverage: expectNumber('options.minCoverage', options.minCoverage ?? 0.001, 0, 1),
     ...(options.names ? { names: options.names } : {}),
     decode: { ...(options.exif ? { exif: options.exif } : {}), ...(options.decoder ? { decoder: options.decoder } : {}) },
@@ -148,6 +156,7 @@ async function finish(model: SegmentationModel, inputs: readonly TensorLike[], i
   const tic = performance.now();
   const prediction = await inferClasses(model, inputs, image.height, image.width, {
     flip: options.flip,
+    ...(options.slide ? { mode: 'slide' as const, crop: options.slide.crop, stride: options.slide.stride } : {}),
     probabilities: options.probabilities,
     counts: true,
     ...(options.signal ? { signal: options.signal } : {}),
@@ -175,7 +184,7 @@ async function finish(model: SegmentationModel, inputs: readonly TensorLike[], i
  */
 export async function segment(model: SegmentationModel, input: string | Uint8Array | RgbImage, options: SegmentOptions = {}): Promise<SegmentResult> {
   checkModel(model);
-  const resolved = resolveOptions(options);
+  const resolved = resolveOptions(model, options);
   if (typeof input === 'string') expectString('input', input);
   const admitted = await admitInput(input, { ...DEFAULT_LIMITS, maxComputePixels: Number.MAX_SAFE_INTEGER });
   model.eval();
@@ -195,6 +204,7 @@ export async function segment(model: SegmentationModel, input: string | Uint8Arr
     admitted,
     {
       scales: resolved.geometry.imgSizes,
+      ...(resolved.slide ? { slide: resolved.slide } : {}),
       flip: resolved.flip,
       outputs,
       timeoutMs: resolved.timeoutMs,
@@ -227,13 +237,14 @@ export async function* segmentFiles(
   options: SegmentFilesOptions = {},
 ): AsyncGenerator<SegmentResult> {
   checkModel(model);
-  const resolved = resolveOptions(options, ['workers', 'onBadSample', 'onSkipped']);
+  const resolved = resolveOptions(model, options, ['workers', 'onBadSample', 'onSkipped']);
   if (!Array.isArray(paths) || paths.length === 0) throw invalid('paths', 'a non-empty array of image paths', paths);
   paths.forEach((p, i) => expectString(`paths[${i}]`, p));
   const onBadSample = expectOneOf('options.onBadSample', options.onBadSample ?? 'error', ['error', 'skip'] as const);
   const loader = await createEvalLoader({
     records: paths.map((image) => ({ image })),
     ...resolved.geometry,
+    ...(resolved.slide ? { originalSize: true } : {}),
     normalize: resolved.normalize,
     resize: resolved.resize,
     labels: false,

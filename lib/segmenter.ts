@@ -12,7 +12,10 @@
  * - an AbortSignal or the time limit (`timeoutMs`) removes a waiting request and stops a running
  *   one, inside the native computation between scales and output rows (ERR_ABORTED);
  * - nothing per pixel runs on the event loop: results are views of native memory, coverage
- *   comes from native counts, the PNG is coloured natively and encoded by sharp.
+ *   comes from native counts, the PNG is coloured natively and encoded by sharp;
+ * - `mode: 'slide'` (with `crop`, `stride`) segments an image at its own size one crop at a time
+ *   (SegmentationModel.predictSliding): memory bounded by the crop, for huge images; the
+ *   compute budget counts the crops' pixels.
  *
  * Batching concurrent requests into one forward pass is deliberately not done: on CPU LibTorch
  * already spreads one image over every thread, and a batch needs equal input sizes (images of
@@ -27,7 +30,7 @@ import { checkDevice, type DeviceName } from './device.js';
 import { SegtoolError } from './errors.js';
 import { createModelWithWeights, resolveClassInfo, resolveWeightFiles } from './eval/weights.js';
 import { DECODER_MAX_PIXELS, DEFAULT_LIMITS, InferenceEngine, type EngineInput, type EngineStats, type RawPixels } from './inference/engine.js';
-import type { ClassCoverage } from './inference/infer.js';
+import { resolveInferMode, type ClassCoverage, type InferModeOptions } from './inference/infer.js';
 import { setNumThreads } from './tensor.js';
 import { resolveConfigInput } from './config/index.js';
 import { expectBoolean, expectInteger, expectIntegerList, expectNumber, expectObject, expectOneOf, expectString, invalid } from './validate.js';
@@ -65,7 +68,9 @@ export interface SegmenterOptions {
   /**
    * Requests in the pipeline at once, on one model: the next ones decode and resize in the data
    * workers while one infers (all native work of a process runs on one compute thread, so model
-   * replicas would not run in parallel). Default 2.
+   * replicas would not run in parallel). Default 2. It hides the decode time of the next image
+   * only: measured 0.81-1.14x the throughput of 1 on a shared 2-core CPU, where inference is
+   * 92-98% of a photo's time (bench/service.mjs, bench/results/service-2026-12-02.md).
    */
   concurrency?: number;
   /** Data worker threads that decode, resize and normalise images; default 1. */
@@ -93,8 +98,8 @@ export interface SegmenterOptions {
   names?: readonly string[];
 }
 
-export interface SegmentRequestOptions<O extends readonly SegmentOutput[] = readonly SegmentOutput[]> {
-  /** Short sides to average over; default the config's DATASET.imgSizes. */
+export interface SegmentRequestOptions<O extends readonly SegmentOutput[] = readonly SegmentOutput[]> extends InferModeOptions {
+  /** Short sides to average over (mode 'whole'); default the config's DATASET.imgSizes. */
   scales?: number | readonly number[];
   /** Also average the horizontally flipped image's probabilities. */
   flip?: boolean;
@@ -291,10 +296,12 @@ export class Segmenter {
   ): Promise<SegmentResultFor<O>> {
     if (this.#engine.closed) throw new SegtoolError('ERR_DISPOSED', 'The Segmenter was closed');
     expectObject('options', options, true);
-    const known = new Set(['scales', 'flip', 'outputs', 'signal', 'timeoutMs']);
+    const known = new Set(['scales', 'flip', 'outputs', 'signal', 'timeoutMs', 'mode', 'crop', 'stride']);
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new SegtoolError('ERR_INVALID_ARG', `Unknown segment() option "${key}" (expected one of ${[...known].join(', ')})`);
     }
+    const slide = resolveInferMode('options', options, this.#engine.settings.model.outputStride);
+    if (slide && options.scales !== undefined) throw invalid('options.scales', "no scales with mode 'slide' (the image runs at its own size)", options.scales);
     const scales =
       options.scales === undefined ? [...this.#cfg.DATASET.imgSizes] : expectIntegerList('options.scales', options.scales, 1, 16384);
     if (scales.length === 0) throw invalid('options.scales', 'one or more short sides', options.scales);
@@ -305,7 +312,7 @@ export class Segmenter {
     const signal = options.signal;
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalid('options.signal', 'an AbortSignal', signal);
     const timeoutMs = options.timeoutMs === undefined ? this.#timeoutMs : expectInteger('options.timeoutMs', options.timeoutMs, 0);
-    const out = await this.#engine.run(input, { scales, flip, outputs, timeoutMs, ...(signal ? { signal } : {}) });
+    const out = await this.#engine.run(input, { scales, flip, outputs, timeoutMs, ...(slide ? { slide } : {}), ...(signal ? { signal } : {}) });
     const result: Record<string, unknown> = { width: out.width, height: out.height, numClass: out.numClass, scales: out.scales, timings: out.timings };
     if (outputs.has('labels')) {
       result['labels'] = out.labels;

@@ -131,4 +131,17 @@ test('train, eval and test from the command line', async () => {
   assert.ok(panel.readUInt32BE(20) > 48, 'with the legend of the classes found below');
   const probs = readSafetensors(join(out, 'a_prob.safetensors'));
   assert.deepEqual(probs.tensors.probabilities.shape, [150, 48, 48]);
+
+  // --slide: the image at its own size by 32 x 32 crops every 16 pixels (mode 'slide').
+  const slid = join(root, 'out-slide');
+  r = await segtool('test', '--cfg', join(dir, 'config.yaml'), '--checkpoint', 'epoch_1.pth', '--imgs', join(images, 'a.png'), '--result', slid, '--slide', '32,16', '--probabilities');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Segmented 1 image\(s\)/);
+  assert.deepEqual(readSafetensors(join(slid, 'a_prob.safetensors')).tensors.probabilities.shape, [150, 48, 48]);
+  r = await segtool('test', '--cfg', join(dir, 'config.yaml'), '--checkpoint', 'epoch_1.pth', '--imgs', join(images, 'a.png'), '--result', slid, '--slide', '30');
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /multiple of the model's output stride 8 \(e\.g\. 24 or 32\) for options\.crop but received 30/);
+  r = await segtool('test', '--imgs', join(images, 'a.png'), '--slide', '32,x');
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--slide must be CROP or CROP,STRIDE/);
 });

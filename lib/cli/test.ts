@@ -3,9 +3,10 @@
  * (searched recursively, every image type). Per image, under TEST.result (or --result):
  * NAME.png = image | prediction, NAME_label.png = class index + 1 (ADE20K annotation values),
  * with --confidence NAME_confidence.png (probability of the chosen class x 255) and with
- * --probabilities NAME_prob.safetensors (float32 [numClass, H, W]).
+ * --probabilities NAME_prob.safetensors (float32 [numClass, H, W]). With --slide CROP[,STRIDE]
+ * each image runs at its own size by sliding window (SegmentOptions mode 'slide').
  */
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { mkdir } from 'node:fs/promises';
 import { writeFileAtomic } from '../io/files.js';
 import { dirname, extname, join, relative, resolve } from 'node:path';
@@ -34,6 +35,17 @@ interface TestCommandOptions {
   skipBad?: boolean;
   gpu?: number;
   legend?: boolean;
+  slide?: { crop: number; stride?: number };
+}
+
+/** --slide CROP[,STRIDE]: positive integers (multiples of the model's output stride, checked with the model). */
+export function parseSlide(text: string): { crop: number; stride?: number } {
+  const parts = text.split(',');
+  const values = parts.map((p) => Number(p.trim()));
+  if (parts.length > 2 || values.some((v) => !Number.isInteger(v) || v < 1)) {
+    throw new InvalidArgumentError('--slide must be CROP or CROP,STRIDE in pixels (e.g. 512 or 512,336)');
+  }
+  return { crop: values[0]!, ...(values.length === 2 ? { stride: values[1]! } : {}) };
 }
 
 export interface WrittenFiles {
@@ -96,6 +108,11 @@ export function testCommand(): Command {
       .option('--workers <n>', 'decoding threads (default 1)', parseCount('--workers', 0, 64))
       .option('--skip-bad', 'skip images that cannot be decoded instead of stopping')
       .option('--no-legend', 'panels without the legend of the classes found')
+      .option(
+        '--slide <crop[,stride]>',
+        'sliding window: each image at its own size, CROP x CROP pixels every STRIDE (default 2/3 of CROP), for images far larger than DATASET.imgSizes',
+        parseSlide,
+      )
       .option('--gpu <n>', 'run on CUDA device n (= TEST.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
   ), 'test').action(async (trailing: string[], options: TestCommandOptions) => {
     const split = splitTrailingOverrides(options.imgs ?? []);
@@ -127,6 +144,7 @@ export function testCommand(): Command {
         {
           ...segmentOptionsFromConfig(cfg),
           probabilities: options.probabilities ?? false,
+          ...(options.slide ? { mode: 'slide' as const, ...options.slide } : {}),
           workers: options.workers ?? 1,
           onBadSample: options.skipBad ? 'skip' : 'error',
           onSkipped: (bad) => {

@@ -38,6 +38,7 @@ export function checkSize(name: string, value: unknown): Size {
 
 /** Validation/test input sizes, one `[width, height]` per `imgSizes` entry (no validation of options). */
 export function valTargetSizesResolved(size: Size, g: ResolvedValGeometry): Array<[number, number]> {
+  if (g.originalSize) return [[size.width, size.height]];
   return g.imgSizes.map((short) => {
     const scale = fitScale(size, short, g.imgMaxSize);
     // int() truncates; max(1, ...) only matters for needle-thin images the reference could not resize.

@@ -45,6 +45,11 @@ export interface ValGeometryOptions {
   imgMaxSize?: number;
   /** Network input sides are rounded up to a multiple of this. */
   paddingConstant?: number;
+  /**
+   * One input at the image's own size, neither resized nor rounded up (sliding-window
+   * inference): imgSizes, imgMaxSize and paddingConstant do not apply. Default false.
+   */
+  originalSize?: boolean;
 }
 
 export interface TrainGeometryOptions extends ValGeometryOptions {
@@ -58,6 +63,7 @@ export interface ResolvedValGeometry {
   imgSizes: number[];
   imgMaxSize: number;
   paddingConstant: number;
+  originalSize?: boolean;
 }
 
 export interface ResolvedTrainGeometry extends ResolvedValGeometry {
@@ -70,6 +76,7 @@ export function resolveValGeometry(options: ValGeometryOptions = {}): ResolvedVa
     imgSizes: expectIntegerList('imgSizes', options.imgSizes ?? DEFAULTS.imgSizes, 1, MAX_SIDE),
     imgMaxSize: expectInteger('imgMaxSize', options.imgMaxSize ?? DEFAULTS.imgMaxSize, 1, MAX_SIDE),
     paddingConstant: expectInteger('paddingConstant', options.paddingConstant ?? DEFAULTS.paddingConstant, 1, 1024),
+    ...(options.originalSize === undefined ? {} : { originalSize: expectBoolean('originalSize', options.originalSize) }),
   };
 }
 

@@ -4,9 +4,12 @@
  *   admit    header check (type, pixel limit, compute budget) and the queue bound, before any
  *            decoding: a corrupt, oversized or too costly image is answered at once
  *   prepare  in a data worker thread, with the evaluation loader's own code (decode; PIL-exact
- *            resize at each scale; normalise: lib/data/pipeline.ts prepareImage / scaleInputs)
+ *            resize at each scale, or none in mode 'slide'; normalise: lib/data/pipeline.ts
+ *            prepareImage / scaleInputs)
  *   infer    on the compute thread (the model's calls run one after another), cancellable
- *            between scales and output rows by the request's AbortSignal or time limit
+ *            between scales (crops) and output rows by the request's AbortSignal or time limit;
+ *            mode 'whole' runs the image at every scale, mode 'slide' at its own size one crop
+ *            at a time (SegmentationModel.predictSliding; the compute budget counts the crops)
  *   outputs  labels, confidence and probabilities as views of native memory, class coverage
  *            from native counts, the colour PNG coloured natively and encoded by sharp
  *
@@ -23,7 +26,7 @@ import { WorkerPool } from '../data/pool.js';
 import type { ResizeFilter } from '../data/resize.js';
 import { SegtoolError } from '../errors.js';
 import { readFileBounded } from '../io/files.js';
-import type { SegmentationModel } from '../model.js';
+import type { SegmentationModel, SlideTile, SlideWindow } from '../model.js';
 import { expectInteger, invalid } from '../validate.js';
 import { coverageFromCounts, encodePngOfColors, inferClasses, predictionViews, type ClassCoverage, type MultiScaleOutput } from './infer.js';
 
@@ -79,14 +82,26 @@ function checkPixels(width: number, height: number, name: string, limits: Admiss
   }
 }
 
-/** Refuses a request whose pixels x scales (x 2 with flip) exceed the compute budget. */
-export function checkComputeBudget(image: { width: number; height: number }, scales: number, flip: boolean, name: string, limits: AdmissionLimits): void {
-  const cost = image.width * image.height * scales * (flip ? 2 : 1);
+/**
+ * Refuses a request whose cost exceeds the compute budget: pixels x scales (x 2 with flip), or
+ * with a sliding window the pixels of every crop it runs (x 2 with flip; overlaps count twice).
+ */
+export function checkComputeBudget(
+  image: { width: number; height: number },
+  plan: { scales: number; flip: boolean; tiles?: readonly SlideTile[] },
+  name: string,
+  limits: AdmissionLimits,
+): void {
+  const { scales, flip, tiles } = plan;
+  const pixels = tiles ? tiles.reduce((sum, t) => sum + (t.y1 - t.y0) * (t.x1 - t.x0), 0) : image.width * image.height * scales;
+  const cost = pixels * (flip ? 2 : 1);
   if (cost > limits.maxComputePixels) {
+    const how = tiles ? `in ${tiles.length} crop(s)` : `at ${scales} scale(s)`;
+    const fix = tiles ? 'use a larger stride, a smaller image' : 'use fewer scales, a smaller image';
     throw new SegtoolError(
       'ERR_INVALID_ARG',
-      `${name} would cost ${megapixels(cost)} (${image.width} x ${image.height} at ${scales} scale(s)${flip ? ', flipped too' : ''}), ` +
-        `more than maxComputePixels (${megapixels(limits.maxComputePixels)}): use fewer scales, a smaller image, or raise maxComputePixels`,
+      `${name} would cost ${megapixels(cost)} (${image.width} x ${image.height} ${how}${flip ? ', flipped too' : ''}), ` +
+        `more than maxComputePixels (${megapixels(limits.maxComputePixels)}): ${fix}, or raise maxComputePixels`,
     );
   }
 }
@@ -159,6 +174,8 @@ export class PreparePool {
     image: AdmittedImage,
     settings: {
       scales: readonly number[];
+      /** One input at the image's own size (not resized): sliding-window inference. */
+      originalSize?: boolean;
       imgMaxSize: number;
       paddingConstant: number;
       normalize: NormalizePreset;
@@ -172,7 +189,12 @@ export class PreparePool {
       type: 'prepare',
       source: image.source,
       settings: {
-        geometry: { imgSizes: [...settings.scales], imgMaxSize: settings.imgMaxSize, paddingConstant: settings.paddingConstant },
+        geometry: {
+          imgSizes: [...settings.scales],
+          imgMaxSize: settings.imgMaxSize,
+          paddingConstant: settings.paddingConstant,
+          ...(settings.originalSize ? { originalSize: true } : {}),
+        },
         normalize: settings.normalize,
         ...(settings.resize ? { resize: settings.resize } : {}),
         decode: settings.decode ?? resolveDecodeOptions({ decoder: 'sharp' }),
@@ -197,8 +219,10 @@ export function defaultPreparePool(): PreparePool {
 }
 
 export interface InferRequest {
-  /** Short sides to average over. */
+  /** Short sides to average over (mode 'whole'). */
   scales: readonly number[];
+  /** Mode 'slide': the image at its own size by this sliding window (scales do not apply). */
+  slide?: SlideWindow;
   flip: boolean;
   outputs: ReadonlySet<EngineOutput>;
   signal?: AbortSignal;
@@ -264,8 +288,10 @@ export async function runStages(
 ): Promise<EngineResult> {
   const { signal, outputs } = request;
   const decodeAt = performance.now();
+  const { slide } = request;
   const prepared = await pool.prepare(image, {
     scales: request.scales,
+    originalSize: slide !== undefined,
     imgMaxSize: settings.imgMaxSize,
     paddingConstant: settings.paddingConstant,
     normalize: settings.normalize,
@@ -278,6 +304,7 @@ export async function runStages(
   const { model, classes } = settings;
   const prediction = await inferClasses(model, prepared.images, prepared.height, prepared.width, {
     flip: request.flip,
+    ...(slide ? { mode: 'slide' as const, crop: slide.crop, stride: slide.stride } : {}),
     probabilities: outputs.has('probabilities'),
     counts: outputs.has('summary'),
     ...(outputs.has('png') ? { colors: classes } : {}),
@@ -296,7 +323,7 @@ export async function runStages(
     width: prepared.width,
     height: prepared.height,
     numClass: model.numClass,
-    scales: [...request.scales],
+    scales: slide ? [Math.min(prepared.width, prepared.height)] : [...request.scales],
     timings: { queuedMs: decodeAt - started, decodeMs: inferAt - decodeAt, inferenceMs: encodeAt - inferAt, encodeMs: 0, totalMs: 0 },
   };
   if (outputs.has('labels')) {
@@ -386,7 +413,13 @@ export class InferenceEngine {
     let placed = false;
     try {
       const image = await admitInput(input, this.#settings.limits, signal);
-      checkComputeBudget(image, request.scales.length, request.flip, typeof input === 'string' ? input : 'the image', this.#settings.limits);
+      const tiles = request.slide && this.#settings.model.slideTiles(image.height, image.width, request.slide);
+      checkComputeBudget(
+        image,
+        { scales: request.scales.length, flip: request.flip, ...(tiles ? { tiles } : {}) },
+        typeof input === 'string' ? input : 'the image',
+        this.#settings.limits,
+      );
       if (this.#closed) throw new SegtoolError('ERR_DISPOSED', 'The Segmenter was closed');
       await this.#place(signal);
       placed = true;

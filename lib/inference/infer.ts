@@ -10,12 +10,48 @@ import type { ClassInfo } from '../classes.js';
 import { defaultClassName } from '../classes.js';
 import { loadSharp } from '../data/decode.js';
 import { SegtoolError } from '../errors.js';
-import type { SegmentationModel, TensorLike } from '../model.js';
+import { checkSlideWindow, type SegmentationModel, type SlideWindow, type TensorLike } from '../model.js';
 import { loadNative, type NativeCancelToken } from '../native.js';
 import { Tensor } from '../tensor.js';
-import { expectInteger, invalid } from '../validate.js';
+import { expectInteger, expectOneOf, invalid } from '../validate.js';
 
-export interface MultiScaleOptions {
+/** How an image goes through the network: whole (resized to each scale) or by sliding window at its own size. */
+export const INFER_MODES = ['whole', 'slide'] as const;
+export type InferMode = (typeof INFER_MODES)[number];
+
+/** The mode options of a request (mmsegmentation's test_cfg: mode, crop_size, stride). */
+export interface InferModeOptions {
+  /**
+   * 'whole' (default): the image at each scale through the network at once. 'slide': at its
+   * own size, `crop` x `crop` pixels at a time every `stride` (mmsegmentation's slide mode),
+   * the crops' logits averaged where they overlap: memory bounded by the crop, for images far
+   * larger than the training scale.
+   */
+  mode?: InferMode;
+  /** mode 'slide': crop size, one side or [height, width], a multiple of the model's output stride. */
+  crop?: number | readonly [number, number];
+  /** mode 'slide': step between crops (a multiple of the output stride, at most the crop); default two thirds of the crop. */
+  stride?: number | readonly [number, number];
+}
+
+/**
+ * The sliding window a request asks for (undefined: mode 'whole'), checked against the model:
+ * crop and stride only with mode 'slide', crop required there. `prefix` names the options in
+ * messages ('options').
+ */
+export function resolveInferMode(prefix: string, options: InferModeOptions, outputStride: number): SlideWindow | undefined {
+  const mode = options.mode === undefined ? 'whole' : expectOneOf(`${prefix}.mode`, options.mode, INFER_MODES);
+  if (mode === 'whole') {
+    for (const key of ['crop', 'stride'] as const) {
+      if (options[key] !== undefined) throw invalid(`${prefix}.${key}`, `no ${key} with mode 'whole' (it applies to mode 'slide')`, options[key]);
+    }
+    return undefined;
+  }
+  if (options.crop === undefined) throw invalid(`${prefix}.crop`, "a crop size with mode 'slide' (one side or [height, width], e.g. 512)", options.crop);
+  return checkSlideWindow(prefix, { crop: options.crop, ...(options.stride === undefined ? {} : { stride: options.stride }) }, outputStride);
+}
+
+export interface MultiScaleOptions extends InferModeOptions {
   /** Also average each scale mirrored left-right (test-time augmentation; not in the reference). */
   flip?: boolean;
   /** Keep the averaged probabilities of every class (one [numClass, height, width] buffer). */
@@ -24,10 +60,12 @@ export interface MultiScaleOptions {
   counts?: boolean;
   /** Also colour the labels in these classes' palette (for the PNG), in the same native job. */
   colors?: ClassInfo;
-  /** Stops the work between scales and output rows (ERR_ABORTED). */
+  /** Stops the work between scales (crops) and output rows (ERR_ABORTED). */
   signal?: AbortSignal;
   /** Stops the work after this many milliseconds (ERR_ABORTED naming the limit); 0 or absent: no limit. */
   timeoutMs?: number;
+  /** Mode 'slide': progress, called after each crop with the crops done and in all. */
+  onTile?: (done: number, total: number) => void;
 }
 
 export interface MultiScaleOutput {
@@ -67,8 +105,9 @@ export interface NativeClassPrediction {
  * Averages the model's probabilities over `inputs` (one [1, 3, h, w] input per scale) at
  * `height` x `width` and takes the most probable class, natively and row by row
  * (SegmentationModel.predictClasses): only with `probabilities` does a full-size
- * [numClass, height, width] buffer exist. An AbortSignal or a time limit stops the native work
- * between scales and rows.
+ * [numClass, height, width] buffer exist. With mode 'slide' the one input is the image at its
+ * own size (height x width), run by sliding window (SegmentationModel.predictSliding). An
+ * AbortSignal or a time limit stops the native work between scales (crops) and rows.
  */
 export async function inferClasses(
   model: SegmentationModel,
@@ -84,6 +123,13 @@ export async function inferClasses(
     if (input.shape[0] !== 1) {
       throw new SegtoolError('ERR_INVALID_ARG', `Expected one image per input ([1, 3, H, W]) but received [${input.shape.join(', ')}]`);
     }
+  }
+  const slide = resolveInferMode('options', options, model.outputStride);
+  if (slide && (inputs.length !== 1 || inputs[0]!.shape[2] !== height || inputs[0]!.shape[3] !== width)) {
+    throw new SegtoolError(
+      'ERR_INVALID_ARG',
+      `Expected one input of the image's own size [1, 3, ${height}, ${width}] with mode 'slide' but received ${inputs.map((i) => `[${i.shape.join(', ')}]`).join(', ')}`,
+    );
   }
   const timeoutMs = options.timeoutMs === undefined ? 0 : expectInteger('timeoutMs', options.timeoutMs, 0);
   const { signal } = options;
@@ -105,15 +151,17 @@ export async function inferClasses(
   }
   const palette = options.colors ? Tensor.from(Uint8Array.from(options.colors.palette), [options.colors.palette.length / 3, 3], 'uint8') : undefined;
   try {
-    const out = await model.predictClasses(inputs, {
-      segSize: [height, width],
+    const flags = {
       flip: options.flip ?? false,
       confidence: true,
       probabilities: options.probabilities ?? false,
       counts: options.counts ?? false,
       ...(palette ? { palette } : {}),
       ...(cancel ? { cancel } : {}),
-    });
+    };
+    const out = slide
+      ? await model.predictSliding(inputs[0]!, { ...slide, ...flags, ...(options.onTile ? { onTile: options.onTile } : {}) })
+      : await model.predictClasses(inputs, { segSize: [height, width], ...flags });
     return { ...out, confidence: out.confidence! };
   } catch (error) {
     if (error instanceof SegtoolError && error.code === 'ERR_ABORTED') {

@@ -163,6 +163,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("architectures", Napi::Function::New<architectures>(env, "architectures"));
   exports.Set("createCancelToken", Napi::Function::New<create_cancel_token>(env, "createCancelToken"));
   exports.Set("cancelToken", Napi::Function::New<cancel_token>(env, "cancelToken"));
+  exports.Set("slideTiles", Napi::Function::New<slide_tiles>(env, "slideTiles"));
   register_dist_exports(env, exports);
   return exports;
 }

@@ -108,19 +108,21 @@ Napi::Promise run_async(Napi::Env env, typename PromiseWorker<Result>::Work work
 // Queues `work(*pinned)` for a JS handle (an ObjectWrap) whose native object async work must
 // not outlive: `pinned` (a shared_ptr) keeps the object alive, Ref() keeps the handle alive,
 // and `in_flight` counts the calls running so the handle can refuse dispose() with ERR_BUSY.
-// Both are released on the main thread before the Promise settles.
+// Both are released on the main thread before the Promise settles (then `cleanup`, if any).
 template <typename Result, typename Wrap, typename Object>
 Napi::Promise run_pinned(Napi::Env env, Napi::ObjectWrap<Wrap>& handle, int& in_flight, std::shared_ptr<Object> pinned,
-                         std::function<Result(Object&)> work, typename PromiseWorker<Result>::Finish finish) {
+                         std::function<Result(Object&)> work, typename PromiseWorker<Result>::Finish finish,
+                         typename PromiseWorker<Result>::Cleanup cleanup = nullptr) {
   ++in_flight;
   handle.Ref();
   Napi::ObjectWrap<Wrap>* h = &handle;
   int* count = &in_flight;  // a member of the handle, alive while the handle is referenced
   return run_async<Result>(
       env, [pinned = std::move(pinned), work = std::move(work)] { return work(*pinned); }, std::move(finish),
-      [h, count] {
+      [h, count, cleanup = std::move(cleanup)] {
         --*count;
         h->Unref();
+        if (cleanup) cleanup();
       });
 }
 

@@ -17,6 +17,7 @@
 #include "nn/model.h"
 #include "nn/predict.h"
 #include "nn/procedural.h"
+#include "nn/slide.h"
 
 namespace segtool::binding {
 namespace {
@@ -61,6 +62,7 @@ void to_host(nn::Prediction& p) {
   to_host(p.pred);
   to_host(p.prob);
   to_host(p.probabilities);
+  to_host(p.logits);
 }
 void to_host(io::NamedTensors& tensors) {
   for (auto& entry : tensors) to_host(entry.second);
@@ -75,6 +77,26 @@ nn::RuntimeOptions runtime_from_js(Napi::Object o, nn::RuntimeOptions base) {
   if (o.Get("channelsLast").IsBoolean()) base.channels_last = o.Get("channelsLast").As<Napi::Boolean>();
   if (o.Get("cudnnBenchmark").IsBoolean()) base.cudnn_benchmark = o.Get("cudnnBenchmark").As<Napi::Boolean>();
   return base;
+}
+
+// {crop: [h, w]}-style option: element `i` of the array `key`, or `fallback`.
+int64_t pair_or(Napi::Object o, const char* key, uint32_t i, int64_t fallback) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsArray()) return fallback;
+  Napi::Value e = v.As<Napi::Array>().Get(i);
+  return e.IsNumber() ? e.As<Napi::Number>().Int64Value() : fallback;
+}
+
+// {labels, confidence?, probabilities?, counts?, logits?} of a prediction.
+Napi::Value prediction_to_js(Napi::Env env, nn::Prediction& p) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("labels", TensorHandle::wrap(env, p.pred));
+  if (p.prob.defined()) out.Set("confidence", TensorHandle::wrap(env, p.prob));
+  if (p.probabilities.defined()) out.Set("probabilities", TensorHandle::wrap(env, p.probabilities));
+  if (p.counts.defined()) out.Set("counts", TensorHandle::wrap(env, p.counts));
+  if (p.logits.defined()) out.Set("logits", TensorHandle::wrap(env, p.logits));
+  if (p.colors.defined()) out.Set("colors", TensorHandle::wrap(env, p.colors));
+  return out;
 }
 
 io::NamedTensors cloned(const io::NamedTensors& tensors) {
@@ -102,6 +124,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::forward_features>("forwardFeatures"),
                            InstanceMethod<&ModelHandle::forward_probs>("forwardProbs"),
                            InstanceMethod<&ModelHandle::predict>("predict"),
+                           InstanceMethod<&ModelHandle::predict_sliding>("predictSliding"),
                            InstanceMethod<&ModelHandle::train_step>("trainStep"),
                            InstanceMethod<&ModelHandle::optimizer_state>("optimizerState"),
                            InstanceMethod<&ModelHandle::set_optimizer_state>("setOptimizerState"),
@@ -138,7 +161,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
   // Queues `work` on the model with the lock held, pinning the model until it settles.
   template <typename Result>
   Napi::Value run(Napi::Env env, std::function<Result(nn::SegmentationModel&)> work,
-                  typename PromiseWorker<Result>::Finish finish) {
+                  typename PromiseWorker<Result>::Finish finish,
+                  typename PromiseWorker<Result>::Cleanup cleanup = nullptr) {
     return run_pinned<Result>(env, *this, in_flight_, pinned_core(env),
                               std::function<Result(ModelCore&)>([work = std::move(work)](ModelCore& core) {
                                 std::lock_guard<std::mutex> lock(core.mutex);
@@ -146,7 +170,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                                 to_host(result);  // a CUDA model's outputs come back on the CPU
                                 return result;
                               }),
-                              std::move(finish));
+                              std::move(finish), std::move(cleanup));
   }
 
   Napi::Value info(const Napi::CallbackInfo& info) {
@@ -294,14 +318,52 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
           with_flag.cancel = cancel.get();
           return m.predict(inputs, h, w, flip, with_flag);
         },
-        [](Napi::Env env, nn::Prediction& p) -> Napi::Value {
-          Napi::Object out = Napi::Object::New(env);
-          out.Set("labels", TensorHandle::wrap(env, p.pred));
-          if (p.prob.defined()) out.Set("confidence", TensorHandle::wrap(env, p.prob));
-          if (p.probabilities.defined()) out.Set("probabilities", TensorHandle::wrap(env, p.probabilities));
-          if (p.counts.defined()) out.Set("counts", TensorHandle::wrap(env, p.counts));
-          if (p.colors.defined()) out.Set("colors", TensorHandle::wrap(env, p.colors));
-          return out;
+        prediction_to_js);
+  }
+
+  // predictSliding(input, {crop: [h, w], stride: [h, w], flip, confidence, probabilities, counts, logits, cancel, onTile})
+  //   -> Promise<{labels, confidence?, probabilities?, counts?, logits?: float32 [B, C, ceil(H/s), ceil(W/s)]}>
+  Napi::Value predict_sliding(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    at::Tensor input = TensorHandle::unwrap(info[0], "input");
+    Napi::Object o = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    nn::SlideOptions slide;
+    slide.crop_h = pair_or(o, "crop", 0, slide.crop_h);
+    slide.crop_w = pair_or(o, "crop", 1, slide.crop_w);
+    slide.stride_h = pair_or(o, "stride", 0, slide.stride_h);
+    slide.stride_w = pair_or(o, "stride", 1, slide.stride_w);
+    slide.flip = o.Get("flip").ToBoolean();
+    slide.logits = o.Get("logits").ToBoolean();
+    nn::PredictOptions options;
+    options.confidence = !o.Get("confidence").IsBoolean() || o.Get("confidence").ToBoolean();
+    options.probabilities = o.Get("probabilities").ToBoolean();
+    options.counts = o.Get("counts").ToBoolean();
+    if (!o.Get("palette").IsUndefined()) options.palette = TensorHandle::unwrap(o.Get("palette"), "palette");
+    nn::CancelFlag cancel = cancel_flag_of(o.Get("cancel"));  // kept alive by the work
+    // onTile(done, total): called on the main thread after each crop (never throws: TS wraps it).
+    // Released on the main thread when the call settles; calls still queued then are dropped.
+    std::shared_ptr<Napi::ThreadSafeFunction> on_tile;
+    if (o.Get("onTile").IsFunction())
+      on_tile = std::make_shared<Napi::ThreadSafeFunction>(
+          Napi::ThreadSafeFunction::New(env, o.Get("onTile").As<Napi::Function>(), "segtool-slide", 0, 1));
+    return run<nn::Prediction>(
+        env,
+        [input, slide, options, cancel, on_tile](nn::SegmentationModel& m) {
+          nn::PredictOptions with_flag = options;
+          with_flag.cancel = cancel.get();
+          nn::TileProgress progress;
+          if (on_tile) {
+            progress = [on_tile](int64_t done, int64_t total) {
+              on_tile->NonBlockingCall([done, total](Napi::Env env, Napi::Function f) {
+                f.Call({Napi::Number::New(env, static_cast<double>(done)), Napi::Number::New(env, static_cast<double>(total))});
+              });
+            };
+          }
+          return m.predict_sliding(input, slide, with_flag, progress);
+        },
+        prediction_to_js,
+        [on_tile] {
+          if (on_tile) on_tile->Release();
         });
   }
 
@@ -462,6 +524,30 @@ Napi::Value cancel_token(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal()) throw_error(info.Env(), "ERR_INVALID_ARG", "cancelToken: expected a token from createCancelToken()");
   (*info[0].As<Napi::External<nn::CancelFlag>>().Data())->store(true);
   return info.Env().Undefined();
+}
+
+// slideTiles(height, width, [cropH, cropW], [strideH, strideW], outputStride) ->
+//   [y0, y1, x0, x1][]: the crops predictSliding runs (nn::slide_tiles), for compute budgets.
+Napi::Value slide_tiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto num = [&](size_t i) { return info[i].As<Napi::Number>().Int64Value(); };
+  const auto elem = [&](size_t i, uint32_t j) { return info[i].As<Napi::Array>().Get(j).As<Napi::Number>().Int64Value(); };
+  nn::SlideOptions o;
+  o.crop_h = elem(2, 0);
+  o.crop_w = elem(2, 1);
+  o.stride_h = elem(3, 0);
+  o.stride_w = elem(3, 1);
+  const std::vector<nn::SlideTile> tiles = guarded(env, [&] { return nn::slide_tiles(num(0), num(1), o, num(4)); });
+  Napi::Array out = Napi::Array::New(env, tiles.size());
+  for (size_t i = 0; i < tiles.size(); ++i) {
+    Napi::Array t = Napi::Array::New(env, 4);
+    t.Set(0u, static_cast<double>(tiles[i].y0));
+    t.Set(1u, static_cast<double>(tiles[i].y1));
+    t.Set(2u, static_cast<double>(tiles[i].x0));
+    t.Set(3u, static_cast<double>(tiles[i].x1));
+    out.Set(static_cast<uint32_t>(i), t);
+  }
+  return out;
 }
 
 // architectures() -> {encoders, decoders, defaultFcDim: {encoder: n}}

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 #include <stdexcept>
+#include <string>
 
 namespace segtool::nn {
 
@@ -13,6 +14,7 @@ using CancelFlag = std::shared_ptr<std::atomic<bool>>;
 class Cancelled : public std::runtime_error {
  public:
   Cancelled() : std::runtime_error("the computation was cancelled") {}
+  explicit Cancelled(const std::string& message) : std::runtime_error(message) {}
 };
 
 inline bool cancel_requested(const std::atomic<bool>* flag) { return flag && flag->load(std::memory_order_relaxed); }

@@ -211,6 +211,19 @@ Prediction SegmentationModel::predict(const std::vector<at::Tensor>& inputs, int
   return p;
 }
 
+Prediction SegmentationModel::predict_sliding(const at::Tensor& input, const SlideOptions& slide,
+                                               const PredictOptions& options, const TileProgress& progress) {
+  c10::InferenceMode inference;
+  StitchedLogits stitched = stitch_tiles(
+      input, slide, output_stride_, [this](const at::Tensor& crop) { return forward_logits(crop); }, options.cancel,
+      progress);
+  Prediction p = predict_from_logits(stitched.canvases, input.size(2), input.size(3), options);
+  if (options.counts) p.counts = class_counts(p.pred, stitched.canvases[0].size(1));
+  if (slide.logits) p.logits = stitched.canvases[0];
+  if (options.palette.defined()) p.colors = colorize_labels(p.pred, options.palette);
+  return p;
+}
+
 double pixel_accuracy(const at::Tensor& logprob, const at::Tensor& label) {
   const at::Tensor preds = logprob.argmax(1);
   const at::Tensor valid = label.ge(0);

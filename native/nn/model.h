@@ -16,6 +16,7 @@
 #include "nn/layers.h"
 #include "nn/predict.h"
 #include "nn/runtime.h"
+#include "nn/slide.h"
 
 namespace segtool::nn {
 
@@ -138,6 +139,13 @@ class SegmentationModel {
   // mirrored left-right (its logits mirrored back), the probabilities averaged over all.
   Prediction predict(const std::vector<at::Tensor>& inputs, int64_t out_h, int64_t out_w, bool flip = false,
                      const PredictOptions& options = {});
+  // The same at the input's own size by sliding window (slide.h): crops of the input through
+  // the network, their logits stitched at output resolution, then predict_from_logits. Memory
+  // is bounded by one crop plus the C x H/s x W/s canvas; `options.cancel` is checked between
+  // crops (and rows), `progress` called after each crop. With `slide.logits` the stitched
+  // canvas comes back as `logits`.
+  Prediction predict_sliding(const at::Tensor& input, const SlideOptions& slide, const PredictOptions& options = {},
+                             const TileProgress& progress = nullptr);
 
   // One step: forward (training mode unless fix_bn), NLL (ignore -1) + deep_sup_scale x the
   // deep-supervision NLL, pixel accuracy, backward, SGD with momentum (PyTorch semantics).

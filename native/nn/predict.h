@@ -28,6 +28,7 @@ struct Prediction {
   at::Tensor probabilities;  // float32 B x C x H x W (if asked)
   at::Tensor counts;         // int64 B x C: pixels predicted as each class (if asked)
   at::Tensor colors;         // uint8 H x W x 3: the labels in the palette (if one was given)
+  at::Tensor logits;         // float32 B x C x h x w: stitched logits of a sliding window (if asked)
 };
 
 // Pixels per class of int32 B x H x W labels in [0, num_class): int64 B x num_class.
