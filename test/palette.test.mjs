@@ -140,7 +140,7 @@ test('PNG of RGB, RGBA and gray decodes back identically (jimp as the decoder)',
   for (const channels of [3, 4, 1]) {
     const data = Uint8Array.from({ length: width * height * channels }, random);
     const png = await encodePng(data, width, height, { channels });
-    assert.deepEqual(encodePngSync(data, width, height, { channels }), png);
+    assert.deepEqual(decodeRaw(encodePngSync(data, width, height, { channels })).samples, data);
     const decoded = await decodeWithJimp(png);
     assert.equal(decoded.width, width);
     assert.equal(decoded.height, height);

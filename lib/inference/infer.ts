@@ -8,7 +8,7 @@
  */
 import type { ClassInfo } from '../classes.js';
 import { defaultClassName } from '../classes.js';
-import { loadSharp } from '../data/decode.js';
+import { encodePng } from '../eval/png.js';
 import { SegtoolError } from '../errors.js';
 import { checkSlideWindow, type SegmentationModel, type SlideWindow, type TensorLike } from '../model.js';
 import { loadNative, type NativeCancelToken } from '../native.js';
@@ -246,10 +246,9 @@ export function coverageFromCounts(
   return out.sort((a, b) => b.pixels - a.pixels || a.classIndex - b.classIndex);
 }
 
-/** An RGB PNG of uint8 [H, W, 3] colours (inferClasses' `colors`), encoded in sharp's thread pool. */
+/** An RGB PNG of uint8 [H, W, 3] colours (inferClasses' `colors`), by the one PNG encoder (off the main thread). */
 export async function encodePngOfColors(colors: Tensor): Promise<Buffer> {
   const [height, width, channels] = colors.shape as [number, number, number];
   if (colors.shape.length !== 3 || channels !== 3 || colors.dtype !== 'uint8') throw invalid('colors', 'a uint8 [H, W, 3] tensor', colors.shape);
-  const sharp = await loadSharp();
-  return sharp(colors.data<'uint8'>(), { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return encodePng(colors.data<'uint8'>(), width, height, { channels: 3 });
 }
