@@ -37,6 +37,16 @@ double number_or(Napi::Object o, const char* key, double fallback) {
   return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
 }
 
+// The outputs predict and predictSliding are asked for: {confidence, probabilities, counts, palette}.
+nn::PredictOptions predict_options_of(Napi::Object o) {
+  nn::PredictOptions options;
+  options.confidence = !o.Get("confidence").IsBoolean() || o.Get("confidence").ToBoolean();
+  options.probabilities = o.Get("probabilities").ToBoolean();
+  options.counts = o.Get("counts").ToBoolean();
+  if (!o.Get("palette").IsUndefined()) options.palette = TensorHandle::unwrap(o.Get("palette"), "palette");
+  return options;
+}
+
 // A cancel token made by createCancelToken(), or none.
 nn::CancelFlag cancel_flag_of(Napi::Value value) {
   if (!value.IsExternal()) return nullptr;
@@ -305,11 +315,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     int64_t w = info[2].As<Napi::Number>().Int64Value();
     Napi::Object o = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
     const bool flip = o.Get("flip").ToBoolean();
-    nn::PredictOptions options;
-    options.confidence = !o.Get("confidence").IsBoolean() || o.Get("confidence").ToBoolean();
-    options.probabilities = o.Get("probabilities").ToBoolean();
-    options.counts = o.Get("counts").ToBoolean();
-    if (!o.Get("palette").IsUndefined()) options.palette = TensorHandle::unwrap(o.Get("palette"), "palette");
+    const nn::PredictOptions options = predict_options_of(o);
     nn::CancelFlag cancel = cancel_flag_of(o.Get("cancel"));  // kept alive by the work
     return run<nn::Prediction>(
         env,
@@ -334,11 +340,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     slide.stride_w = pair_or(o, "stride", 1, slide.stride_w);
     slide.flip = o.Get("flip").ToBoolean();
     slide.logits = o.Get("logits").ToBoolean();
-    nn::PredictOptions options;
-    options.confidence = !o.Get("confidence").IsBoolean() || o.Get("confidence").ToBoolean();
-    options.probabilities = o.Get("probabilities").ToBoolean();
-    options.counts = o.Get("counts").ToBoolean();
-    if (!o.Get("palette").IsUndefined()) options.palette = TensorHandle::unwrap(o.Get("palette"), "palette");
+    const nn::PredictOptions options = predict_options_of(o);
     nn::CancelFlag cancel = cancel_flag_of(o.Get("cancel"));  // kept alive by the work
     // onTile(done, total): called on the main thread after each crop (never throws: TS wraps it).
     // Released on the main thread when the call settles; calls still queued then are dropped.
