@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { BUNDLED_CONFIGS } from '../dist/index.js';
 
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 const [packed] = JSON.parse(execFileSync(npm, ['pack', '--dry-run', '--json', '--ignore-scripts'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
@@ -26,7 +27,8 @@ test('the tarball holds the library, its types, the CLI, configs, examples and d
     assert.ok(files.has(file), `${file} is packed`);
   }
   const configs = readdirSync('config').filter((f) => f.endsWith('.yaml'));
-  assert.equal(configs.length, 7);
+  // The reference's seven configs and the seed's 2018 baselines: one file per bundled config.
+  assert.equal(configs.length, BUNDLED_CONFIGS.length);
   for (const config of configs) assert.ok(files.has(`config/${config}`), config);
   for (const path of walk('dist').filter((p) => p.endsWith('.js') || p.endsWith('.d.ts'))) assert.ok(files.has(path), `${path} is packed`);
 });
