@@ -9,7 +9,10 @@
 //   --warmup N         untimed runs before them (default 1)
 //   --threads N        intra-op threads on both sides (default 2)
 //   --quick            --reps 1 --warmup 1, no 4000 x 3000 row
-//   --tasks LIST       infer1,infer5,train,big,onnx (default all). onnx: the network's forward
+//   --tasks LIST       infer1,infer5,train,big,onnx,fuse (default all). fuse: single-scale
+//                      inference with the fused graph (BatchNorm folded into the convs, the
+//                      default) against the unfused graph (fuse: false) and PyTorch eager,
+//                      three processes alternated. onnx: the network's forward
 //                      (logprob, 1 scale 300x400) in segtool against onnxruntime-node running
 //                      the model exportOnnx wrote, same thread count (skipped, saying why, when
 //                      onnxruntime-node is not installed)
@@ -47,7 +50,7 @@ function parseArgs(argv) {
     reps: 3,
     warmup: 1,
     threads: 2,
-    tasks: ['infer1', 'infer5', 'train', 'big', 'onnx'],
+    tasks: ['infer1', 'infer5', 'train', 'big', 'onnx', 'fuse'],
     bigModels: null,
     bigCapGiB: 16,
     profile: false,
@@ -94,7 +97,7 @@ function parseArgs(argv) {
     } else throw new Error(`unknown option ${a} (see --help)`);
   }
   if (!['passive', 'active', 'default'].includes(o.ompWait)) throw new Error(`--omp-wait: expected passive, active or default, got ${o.ompWait}`);
-  for (const t of o.tasks) if (!['infer1', 'infer5', 'train', 'big', 'onnx'].includes(t)) throw new Error(`unknown task ${t}`);
+  for (const t of o.tasks) if (!['infer1', 'infer5', 'train', 'big', 'onnx', 'fuse'].includes(t)) throw new Error(`unknown task ${t}`);
   for (const m of o.models) if (!/^[a-z0-9]+-[a-z0-9_]+$/.test(m)) throw new Error(`bad model name ${m} (encoder-decoder)`);
   o.bigModels ??= o.models;
   return o;
@@ -147,9 +150,12 @@ class Worker {
     const env = { ...process.env, OMP_NUM_THREADS: String(opts.threads), SEGTOOL_THREADS: String(opts.threads), MKL_NUM_THREADS: String(opts.threads) };
     delete env.OMP_WAIT_POLICY;
     if (opts.ompWait !== 'default') env.OMP_WAIT_POLICY = opts.ompWait.toUpperCase();
+    // 'segtool-unfused': segtool's worker with the fused inference graph off.
+    const workerJob = side === 'segtool-unfused' ? { ...job, fuse: false } : job;
+    const workerSide = side === 'segtool-unfused' ? 'segtool' : side;
     const [cmd, args] =
-      side === 'segtool' || side === 'onnxruntime'
-        ? [process.execPath, ['--expose-gc', join(here, `worker-${side}.mjs`), JSON.stringify(job)]]
+      workerSide === 'segtool' || workerSide === 'onnxruntime'
+        ? [process.execPath, ['--expose-gc', join(here, `worker-${workerSide}.mjs`), JSON.stringify(workerJob)]]
         : [opts.python, [join(here, 'baseline', 'worker.py'), JSON.stringify(job)]];
     this.loads = [loadavg()[0]];
     this.child = spawn(cmd, args, { cwd: root, env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -250,6 +256,7 @@ class Worker {
       loadMax: Math.max(...this.loads),
       loadMean: this.loads.reduce((a, b) => a + b, 0) / this.loads.length,
       ...r,
+      side: this.side, // the runner's name ('segtool-unfused' runs the segtool worker)
     };
   }
 }
@@ -388,6 +395,13 @@ async function main() {
     }
     if (opts.tasks.includes('train')) {
       await both({ ...base, model, task: 'train', batch: trainBatch });
+    }
+    if (opts.tasks.includes('fuse')) {
+      // Fused vs unfused segtool (and PyTorch eager), alternated in one measurement.
+      const fuseSides = ['segtool', 'segtool-unfused', ...(opts.baseline ? ['pytorch'] : [])];
+      const seq = turn++ % 2 === 0 ? fuseSides : [...fuseSides].reverse();
+      const got = await measure(seq, { ...base, model, task: 'infer', scaleSet: 'fuse', image: small.image, scales: small.scales1 }, opts);
+      for (const side of fuseSides) results.push(got[side]);
     }
     if (opts.tasks.includes('onnx')) {
       const job = { ...base, model, task: 'forward', scaleSet: 'onnx', image: small.image, scales: small.scales1 };
@@ -618,6 +632,37 @@ function report(meta, results) {
     text.push(onnxLine(onnxHeader));
     text.push(onnxLine(w.map((n) => '-'.repeat(n))));
     for (const row of onnxBody) text.push(onnxLine(row));
+  }
+  if (opts.tasks.includes('fuse')) {
+    // The fused inference graph (native/nn/fuse.h) against the unfused one and PyTorch eager.
+    const fuseHeader = ['model', 'fused ms', 'unfused ms', 'pytorch ms', 'unfused/fused', 'pytorch/fused', 'pytorch/unfused'];
+    const ratios = { unfused: [], pytorch: [], pytorchUnfused: [] };
+    const ms = (r) => (r?.times?.length ? median(r.times) : null);
+    const ratio = (a, b, into) => {
+      if (!a || !b) return '';
+      into.push(a / b);
+      return `${(a / b).toFixed(2)}x`;
+    };
+    const fuseBody = opts.models.map((model) => {
+      const f = find('segtool', model, 'infer', 'fuse');
+      const u = find('segtool-unfused', model, 'infer', 'fuse');
+      const p = find('pytorch', model, 'infer', 'fuse');
+      return [model, fmtMs(f), fmtMs(u), opts.baseline ? fmtMs(p) : '', ratio(ms(u), ms(f), ratios.unfused), ratio(ms(p), ms(f), ratios.pytorch), ratio(ms(p), ms(u), ratios.pytorchUnfused)];
+    });
+    const w = fuseHeader.map((h, c) => Math.max(h.length, ...fuseBody.map((row) => String(row[c]).length)));
+    const fuseLine = (cells) => cells.map((v, c) => (c >= 1 ? String(v).padStart(w[c]) : String(v).padEnd(w[c]))).join('  ');
+    text.push('');
+    text.push(`fused inference graph (BatchNorm folded into the convolutions) vs unfused, infer 1-scale 300x400, threads ${opts.threads}, the three alternated:`);
+    text.push(fuseLine(fuseHeader));
+    text.push(fuseLine(w.map((n) => '-'.repeat(n))));
+    for (const row of fuseBody) text.push(fuseLine(row));
+    const g = (v) => (v.length ? `${geomean(v).toFixed(2)}x` : 'n/a');
+    text.push(`geo-mean: unfused/fused ${g(ratios.unfused)}, pytorch/fused ${g(ratios.pytorch)}, pytorch/unfused ${g(ratios.pytorchUnfused)}`);
+    summary.fuse = {
+      geomeanFusedOverUnfused: ratios.unfused.length ? geomean(ratios.unfused) : null,
+      geomeanPytorchOverFused: ratios.pytorch.length ? geomean(ratios.pytorch) : null,
+      geomeanPytorchOverUnfused: ratios.pytorchUnfused.length ? geomean(ratios.pytorchUnfused) : null,
+    };
   }
   for (const r of results.filter((r) => r.skipped)) text.push(`note: ${r.side} ${r.model} ${r.scaleSet ?? r.task}: skipped (${r.skipped})`);
   for (const r of results.filter((r) => r.error)) text.push(`note: ${r.side} ${r.model} ${r.scaleSet ?? r.task}: ${r.error}`);

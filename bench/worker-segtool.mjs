@@ -32,8 +32,9 @@ const collect = () => globalThis.gc?.();
 
 const [encoder, decoder] = job.model.split('-');
 let t0 = now();
-const model = await segtool.SegmentationModel.create({ encoder, decoder, init: 'procedural' });
-const result = { side: 'segtool', model: job.model, task: job.task, threads: segtool.getNumThreads(), createMs: now() - t0 };
+// job.fuse false: the unfused inference graph (run.mjs's 'segtool-unfused' side).
+const model = await segtool.SegmentationModel.create({ encoder, decoder, init: 'procedural', fuse: job.fuse ?? true });
+const result = { side: 'segtool', model: job.model, task: job.task, threads: segtool.getNumThreads(), createMs: now() - t0, fuse: model.info.fuse };
 
 let run; // one run of the task
 let stages = null; // the instrumented run, for infer

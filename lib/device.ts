@@ -20,6 +20,12 @@ export interface RuntimeOptions {
   channelsLast?: boolean;
   /** cuDNN autotuning for fixed input sizes (a process-wide LibTorch setting; no effect on CPU). */
   cudnnBenchmark?: boolean;
+  /**
+   * Eval-mode inference through the fused graph: every BatchNorm folded into the convolution
+   * before it, once per model (rebuilt when weights change). Default true; false runs the
+   * unfused graph (for checking). SEGTOOL_FUSE=0 in the environment turns it off process-wide.
+   */
+  fuse?: boolean;
 }
 
 export interface CudaStatus {
@@ -79,6 +85,7 @@ export function checkRuntime(name: string, options: RuntimeOptions, device: Devi
     precision: options.precision === undefined ? 'fp32' : expectOneOf(`${name}.precision`, options.precision, PRECISIONS),
     channelsLast: options.channelsLast === undefined ? false : expectBoolean(`${name}.channelsLast`, options.channelsLast),
     cudnnBenchmark: options.cudnnBenchmark === undefined ? false : expectBoolean(`${name}.cudnnBenchmark`, options.cudnnBenchmark),
+    fuse: options.fuse === undefined ? true : expectBoolean(`${name}.fuse`, options.fuse),
   };
   if (out.precision === 'bf16' && !device.startsWith('cuda')) {
     throw new SegtoolError(

@@ -36,6 +36,8 @@ export interface ModelOptions {
   channelsLast?: boolean;
   /** cuDNN benchmark mode (CUDA; a process-wide setting). */
   cudnnBenchmark?: boolean;
+  /** Eval-mode inference with BatchNorm folded into the convolutions (default true; false: the unfused graph). */
+  fuse?: boolean;
 }
 
 export interface TrainStepOptions {
@@ -240,7 +242,7 @@ export class SegmentationModel {
   /** Builds a model (off the main thread: large encoders take a moment to initialise). */
   static async create(options: ModelOptions): Promise<SegmentationModel> {
     if (!options || typeof options !== 'object') throw invalid('options', 'an object with encoder and decoder', options);
-    const known = new Set(['encoder', 'decoder', 'fcDim', 'numClass', 'bnMomentum', 'bnEps', 'dropout', 'init', 'device', 'precision', 'channelsLast', 'cudnnBenchmark']);
+    const known = new Set(['encoder', 'decoder', 'fcDim', 'numClass', 'bnMomentum', 'bnEps', 'dropout', 'init', 'device', 'precision', 'channelsLast', 'cudnnBenchmark', 'fuse']);
     for (const key of Object.keys(options)) {
       if (!known.has(key)) throw new SegtoolError('ERR_INVALID_ARG', `Unknown model option "${key}" (expected one of ${[...known].join(', ')})`);
     }
@@ -602,17 +604,17 @@ export class SegmentationModel {
     return this.#enqueue(() => this.#model.to(target));
   }
 
-  /** Precision ('fp32' | 'bf16', CUDA only), channels-last inputs and cuDNN benchmark mode for later calls. */
+  /** Precision ('fp32' | 'bf16', CUDA only), channels-last inputs, cuDNN benchmark mode and the fused inference graph for later calls. */
   setRuntime(options: RuntimeOptions): void {
     if (!options || typeof options !== 'object') throw invalid('options', 'an object', options);
     for (const key of Object.keys(options)) {
-      if (!['precision', 'channelsLast', 'cudnnBenchmark'].includes(key)) {
-        throw new SegtoolError('ERR_INVALID_ARG', `Unknown runtime option "${key}" (expected one of precision, channelsLast, cudnnBenchmark)`);
+      if (!['precision', 'channelsLast', 'cudnnBenchmark', 'fuse'].includes(key)) {
+        throw new SegtoolError('ERR_INVALID_ARG', `Unknown runtime option "${key}" (expected one of precision, channelsLast, cudnnBenchmark, fuse)`);
       }
     }
     const model = this.#idle();
     const info = model.info();
-    const merged = { precision: info.precision, channelsLast: info.channelsLast, cudnnBenchmark: info.cudnnBenchmark, ...options };
+    const merged = { precision: info.precision, channelsLast: info.channelsLast, cudnnBenchmark: info.cudnnBenchmark, fuse: info.fuse, ...options };
     model.setRuntime(checkRuntime('options', merged, info.device as DeviceName));
   }
 

@@ -51,6 +51,10 @@ export interface NativeModelInfo {
   precision: 'fp32' | 'bf16';
   channelsLast: boolean;
   cudnnBenchmark: boolean;
+  /** Eval-mode inference through the fused graph (BatchNorm folded into the convs). */
+  fuse: boolean;
+  /** Conv+BN folds computed so far (the fused graph's cache: built once, rebuilt after weights change). */
+  fusedBuilds: number;
 }
 
 export interface NativeTrainStepResult {
@@ -124,7 +128,7 @@ export interface NativeModel {
   setCommunicator(communicator: NativeCommunicator | null, options: { syncBatchNorm: 'exact' | 'reference' | false }): Promise<void>;
   /** Moves parameters, buffers and momentum to `device` ('cpu', 'cuda', 'cuda:N'). */
   to(device: string): Promise<void>;
-  setRuntime(runtime: { precision?: 'fp32' | 'bf16'; channelsLast?: boolean; cudnnBenchmark?: boolean }): void;
+  setRuntime(runtime: { precision?: 'fp32' | 'bf16'; channelsLast?: boolean; cudnnBenchmark?: boolean; fuse?: boolean }): void;
   dispose(): void;
 }
 
@@ -142,6 +146,7 @@ export interface NativeModelOptions {
   precision?: 'fp32' | 'bf16';
   channelsLast?: boolean;
   cudnnBenchmark?: boolean;
+  fuse?: boolean;
 }
 
 /** The options createCommunicator receives, validated by lib/distributed. */

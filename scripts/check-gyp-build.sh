@@ -56,11 +56,10 @@ SEGTOOL_ADDON="$addon" node --test --test-reporter=tap test/tensor.test.mjs test
 echo "[pack] using the installed package from the empty project"
 cat >"$app/smoke.mjs" <<'EOF'
 import assert from 'node:assert/strict';
-import { realpathSync } from 'node:fs';
-import { Segmenter, addonCandidates, liveTensorCount } from 'segtool';
+import { readFileSync, realpathSync } from 'node:fs';
+import { Segmenter, liveTensorCount } from 'segtool';
 
 const own = realpathSync(new URL('./node_modules/segtool/build/Release/segtool.node', import.meta.url));
-assert.equal(realpathSync(addonCandidates().find((p) => p.endsWith('segtool.node'))), own, 'the package loads its own addon');
 const segmenter = await Segmenter.load({
   config: { MODEL: { arch_encoder: 'mobilenetv2dilated', arch_decoder: 'c1', fc_dim: 320 }, DATASET: { imgSizes: [32] } },
   weights: [],
@@ -71,6 +70,9 @@ assert.equal(result.labels.length, 32 * 24);
 assert.ok(result.png.length > 50);
 await segmenter.close();
 assert.equal(liveTensorCount(), 0);
+// The addon mapped into this process is the package's own build (not one from the repository).
+const mapped = [...new Set(readFileSync('/proc/self/maps', 'utf8').split('\n').map((l) => l.split(/\s+/)[5]).filter((p) => p?.endsWith('segtool.node')))];
+assert.deepEqual(mapped.map((p) => realpathSync(p)), [own], 'the package loads its own addon');
 console.log('[pack] ESM: Segmenter from the installed package ok');
 EOF
 cat >"$app/smoke.cjs" <<'EOF'

@@ -86,6 +86,7 @@ nn::RuntimeOptions runtime_from_js(Napi::Object o, nn::RuntimeOptions base) {
     base.precision = o.Get("precision").As<Napi::String>().Utf8Value() == "bf16" ? nn::Precision::Bf16 : nn::Precision::Fp32;
   if (o.Get("channelsLast").IsBoolean()) base.channels_last = o.Get("channelsLast").As<Napi::Boolean>();
   if (o.Get("cudnnBenchmark").IsBoolean()) base.cudnn_benchmark = o.Get("cudnnBenchmark").As<Napi::Boolean>();
+  if (o.Get("fuse").IsBoolean()) base.fuse = o.Get("fuse").As<Napi::Boolean>();
   return base;
 }
 
@@ -202,6 +203,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     out.Set("precision", m.runtime().precision == nn::Precision::Bf16 ? "bf16" : "fp32");
     out.Set("channelsLast", m.runtime().channels_last);
     out.Set("cudnnBenchmark", m.runtime().cudnn_benchmark);
+    out.Set("fuse", m.runtime().fuse);
+    out.Set("fusedBuilds", static_cast<double>(m.fused_builds()));
     return out;
   }
 

@@ -65,10 +65,10 @@ class PPM : public Decoder {
     std::vector<at::Tensor> pyramid = {conv5};
     std::vector<at::Tensor> pooled = pool_pyramid(conv5);
     for (int i = 0; i < 4; ++i) {
-      at::Tensor p = ppm_bn_[i](ppm_conv_[i](pooled[i]), ctx).relu_();
+      at::Tensor p = conv_bn(ppm_conv_[i], ppm_bn_[i], pooled[i], ctx).relu_();
       pyramid.push_back(upsample_bilinear(p, h, w));
     }
-    at::Tensor x = last_bn_(last_conv_(at::cat(pyramid, 1)), ctx).relu_();
+    at::Tensor x = conv_bn(last_conv_, last_bn_, at::cat(pyramid, 1), ctx).relu_();
     pyramid.clear();
     DecoderOutput out;
     out.logits = classifier_(dropout2d(x, ctx));

@@ -15,7 +15,7 @@ struct ConvBnAct {
   ConvBnAct(const Scope& scope, int64_t in, int64_t out, int64_t kernel, int64_t stride, bool relu_)
       : conv(scope / 0, in, out, kernel, stride, kernel / 2), bn(scope / 1, out), relu(relu_) {}
   at::Tensor operator()(const at::Tensor& x, const ForwardContext& ctx) const {
-    at::Tensor y = bn(conv(x), ctx);
+    at::Tensor y = conv_bn(conv, bn, x, ctx);
     return relu ? y.relu_() : y;
   }
 };
@@ -121,8 +121,8 @@ class HRNetV2 : public Encoder {
   }
 
   std::vector<at::Tensor> forward(const at::Tensor& input, const ForwardContext& ctx) const override {
-    at::Tensor x = bn1_(conv1_(input), ctx).relu_();
-    x = bn2_(conv2_(x), ctx).relu_();
+    at::Tensor x = conv_bn(conv1_, bn1_, input, ctx).relu_();
+    x = conv_bn(conv2_, bn2_, x, ctx).relu_();
     for (const auto& block : layer1_) x = block(x, ctx);
     std::vector<at::Tensor> y_list = {x};
     for (size_t stage = 0; stage < stages_.size(); ++stage) {

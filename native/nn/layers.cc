@@ -6,6 +6,8 @@
 #include <ATen/ops/feature_dropout.h>
 #include <ATen/ops/upsample_bilinear2d.h>
 
+#include "nn/fuse.h"
+
 namespace segtool::nn {
 
 at::Tensor Registry::add(const std::string& name, std::vector<int64_t> shape, TensorRole role,
@@ -67,11 +69,18 @@ at::Tensor BatchNorm2d::operator()(const at::Tensor& x, const ForwardContext& ct
                         ctx.bn_eps, /*cudnn_enabled=*/true);
 }
 
+at::Tensor conv_bn(const Conv2d& conv, const BatchNorm2d& bn, const at::Tensor& x, const ForwardContext& ctx) {
+  if (!ctx.fuse) return bn(conv(x), ctx);
+  const FuseCache::Folded& f = ctx.fuse->get(conv, bn, ctx.bn_eps);
+  return at::conv2d(x, f.weight, f.bias, {conv.stride, conv.stride}, {conv.padding, conv.padding},
+                    {conv.dilation, conv.dilation}, conv.groups);
+}
+
 ConvBnRelu::ConvBnRelu(const Scope& scope, int64_t in, int64_t out, int64_t kernel, int64_t stride)
     : conv(scope / 0, in, out, kernel, stride, kernel / 2), bn(scope / 1, out) {}
 
 at::Tensor ConvBnRelu::operator()(const at::Tensor& x, const ForwardContext& ctx) const {
-  return bn(conv(x), ctx).relu_();
+  return conv_bn(conv, bn, x, ctx).relu_();
 }
 
 ResidualBlock::ResidualBlock(const Scope& scope, int64_t inplanes, int64_t planes,
@@ -97,15 +106,15 @@ ResidualBlock::ResidualBlock(const Scope& scope, int64_t inplanes, int64_t plane
 }
 
 at::Tensor ResidualBlock::operator()(const at::Tensor& x, const ForwardContext& ctx) const {
-  at::Tensor out = bn1(conv1(x), ctx).relu_();
+  at::Tensor out = conv_bn(conv1, bn1, x, ctx).relu_();
   if (bottleneck) {
-    out = bn2(conv2(out), ctx).relu_();
-    out = bn3(conv3(out), ctx);
+    out = conv_bn(conv2, bn2, out, ctx).relu_();
+    out = conv_bn(conv3, bn3, out, ctx);
   } else {
-    out = bn2(conv2(out), ctx);
+    out = conv_bn(conv2, bn2, out, ctx);
   }
   if (has_downsample) {
-    out += downsample_bn(downsample_conv(x), ctx);
+    out += conv_bn(downsample_conv, downsample_bn, x, ctx);
   } else {
     out += x;
   }

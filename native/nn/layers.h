@@ -11,6 +11,8 @@
 
 namespace segtool::nn {
 
+class FuseCache;  // fuse.h
+
 // How one forward pass runs. The model passes the encoder and the decoder their own context
 // (hrnetv2's encoder BNs use momentum 0.1 as the reference's hrnet.py; all others 0.001).
 struct ForwardContext {
@@ -25,6 +27,9 @@ struct ForwardContext {
   bool sync_bn = false;
   dist::Communicator* communicator = nullptr;
   ops::SyncBatchNormMode sync_mode = ops::SyncBatchNormMode::Exact;
+  // The fused inference graph (fuse.h): set only for eval-mode inference (never training, never
+  // with gradients); conv_bn then runs the folded convolution instead of conv + BatchNorm.
+  FuseCache* fuse = nullptr;
 };
 
 enum class TensorRole {
@@ -108,6 +113,10 @@ struct BatchNorm2d {
   BatchNorm2d(const Scope& scope, int64_t channels);
   at::Tensor operator()(const at::Tensor& x, const ForwardContext& ctx) const;
 };
+
+// bn(conv(x)), or with ctx.fuse the convolution with bn folded into it (same result within
+// float32 rounding). Every conv followed by a BN goes through here.
+at::Tensor conv_bn(const Conv2d& conv, const BatchNorm2d& bn, const at::Tensor& x, const ForwardContext& ctx);
 
 // conv (no bias) + BN + ReLU, the reference's conv3x3_bn_relu and the 1x1 variants:
 // registers `<scope>0.*` and `<scope>1.*`.

@@ -37,7 +37,7 @@ class InvertedResidual {
   at::Tensor operator()(const at::Tensor& x, const ForwardContext& ctx) const {
     at::Tensor y = x;
     for (size_t i = 0; i < layers_.size(); ++i) {
-      y = layers_[i].bn(layers_[i].conv(y), ctx);
+      y = conv_bn(layers_[i].conv, layers_[i].bn, y, ctx);
       if (i + 1 < layers_.size()) y = relu6_inplace(y);  // the last (pw-linear) has no activation
     }
     return residual_ ? x.add(y) : y;
@@ -75,7 +75,7 @@ class MobileNetV2Dilated : public Encoder {
 
   std::vector<at::Tensor> forward(const at::Tensor& input, const ForwardContext& ctx) const override {
     std::vector<at::Tensor> conv_out;
-    at::Tensor x = relu6_inplace(stem_.bn(stem_.conv(input), ctx));
+    at::Tensor x = relu6_inplace(conv_bn(stem_.conv, stem_.bn, input, ctx));
     for (size_t i = 0; i < blocks_.size(); ++i) {
       x = blocks_[i](x, ctx);
       const size_t feature = i + 1;

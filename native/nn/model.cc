@@ -86,6 +86,7 @@ SegmentationModel::SegmentationModel(const ModelOptions& options) : options_(opt
 SegmentationModel::~SegmentationModel() = default;
 
 void SegmentationModel::to(const at::Device& device) {
+  fuse_.clear();
   at::NoGradGuard no_grad;
   // set_data keeps each tensor's identity, so the layers (which share these tensors) follow.
   for (auto& e : registry_.entries()) {
@@ -129,6 +130,7 @@ void SegmentationModel::set_tensor(const std::string& name, const at::Tensor& va
                                 ", got " + (value.defined() ? shape_string(value.sizes()) : "undefined"));
   at::NoGradGuard no_grad;  // copy_ into a leaf that requires grad
   e.tensor.copy_(value);
+  fuse_.clear();
 }
 
 SegmentationModel::LoadReport SegmentationModel::load_state_dict(const io::NamedTensors& tensors,
@@ -157,6 +159,11 @@ SegmentationModel::DecoderOutputs SegmentationModel::run(const at::Tensor& input
     decoder_ctx.communicator = communicator_.get();
     decoder_ctx.sync_mode = sync_mode_;
   }
+  // The fused graph for eval-mode inference only (never with gradients: fix_bn training steps
+  // run BN in eval mode but need the unfused graph). A training forward updates the BN running
+  // statistics, which the folded weights depend on.
+  if (training) fuse_.clear();
+  else if (runtime_.fuse && fuse_default() && c10::InferenceMode::is_enabled()) decoder_ctx.fuse = &fuse_;
   ForwardContext encoder_ctx = decoder_ctx;
   if (options_.encoder == "hrnetv2") encoder_ctx.bn_momentum = options_.hrnet_bn_momentum;
   // Inputs to the model's device and memory format; bf16 autocast (CUDA) for this forward only.
@@ -237,6 +244,7 @@ TrainStepResult SegmentationModel::train_step(const at::Tensor& input, const at:
   const at::Tensor label = label_in.device() == device() ? label_in : label_in.to(device());
   at::AutoGradMode grad_mode(true);
   TrainStepResult result;
+  fuse_.clear();  // the update changes the weights (versions would tell too)
 
   for (auto& e : registry_.entries())
     if (is_parameter(e.role)) e.tensor.mutable_grad().reset();  // zero_grad(set_to_none=True)
@@ -294,6 +302,7 @@ void SegmentationModel::set_communicator(std::shared_ptr<dist::Communicator> com
 
 void SegmentationModel::broadcast_state(int root) {
   if (!communicator_ || communicator_->world_size() == 1) return;
+  fuse_.clear();
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> tensors;
   tensors.reserve(registry_.entries().size());

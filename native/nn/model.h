@@ -13,6 +13,7 @@
 
 #include "io/named_tensors.h"
 #include "nn/arch.h"
+#include "nn/fuse.h"
 #include "nn/layers.h"
 #include "nn/predict.h"
 #include "nn/runtime.h"
@@ -98,7 +99,10 @@ class SegmentationModel {
   void set_dropout(double p) { options_.dropout = p; }
   // How forward passes run (runtime.h): inputs copied to the model's device (and channels-last
   // memory format), bf16 autocast on CUDA, cuDNN benchmark mode. check_runtime() first.
-  void set_runtime(const RuntimeOptions& runtime) { runtime_ = runtime; }
+  void set_runtime(const RuntimeOptions& runtime) {
+    runtime_ = runtime;
+    fuse_.clear();
+  }
   const RuntimeOptions& runtime() const { return runtime_; }
 
   // Distributed training, one process per rank (as PyTorch's DistributedDataParallel +
@@ -178,6 +182,14 @@ class SegmentationModel {
   std::unique_ptr<Decoder> decoder_;
   std::map<std::string, at::Tensor> momentum_;  // parameter name -> SGD momentum buffer
   RuntimeOptions runtime_;
+  // Folded conv weights of the fused inference graph (fuse.h), eval-mode inference only.
+  FuseCache fuse_;
+
+ public:
+  // Folds computed so far (tests: the cache is built once and rebuilt after weights change).
+  int64_t fused_builds() const { return fuse_.builds(); }
+
+ private:
   // Distributed training (set_communicator).
   std::shared_ptr<dist::Communicator> communicator_;
   bool sync_bn_ = false;

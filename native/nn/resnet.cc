@@ -62,9 +62,9 @@ class ResnetEncoder : public Encoder {
   }
 
   std::vector<at::Tensor> forward(const at::Tensor& input, const ForwardContext& ctx) const override {
-    at::Tensor x = bn1_(conv1_(input), ctx).relu_();
-    x = bn2_(conv2_(x), ctx).relu_();
-    x = bn3_(conv3_(x), ctx).relu_();
+    at::Tensor x = conv_bn(conv1_, bn1_, input, ctx).relu_();
+    x = conv_bn(conv2_, bn2_, x, ctx).relu_();
+    x = conv_bn(conv3_, bn3_, x, ctx).relu_();
     x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
     std::vector<at::Tensor> conv_out;
     for (const auto& layer : layers_) {

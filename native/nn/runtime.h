@@ -20,6 +20,9 @@ struct RuntimeOptions {
   Precision precision = Precision::Fp32;
   bool channels_last = false;    // inputs (hence convolutions) in channels-last memory format
   bool cudnn_benchmark = false;  // cuDNN autotuning; a process-wide LibTorch setting
+  // Eval-mode inference through the fused graph (fuse.h: BatchNorm folded into the convs).
+  // SEGTOOL_FUSE=0 in the environment turns it off for every model of the process.
+  bool fuse = true;
 };
 
 // What this LibTorch offers for CUDA.

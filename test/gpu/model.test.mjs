@@ -117,3 +117,19 @@ gpuTest('channels_last on cuda equals contiguous (cudnn benchmark on)', {}, asyn
   const { worst } = compare(outs[0].logprob, outs[1].logprob);
   assert.ok(worst < 2e-2, `channels_last differs by ${worst}`);
 });
+
+gpuTest('fused inference graph on cuda equals the unfused one, and follows to(cuda)', {}, async () => {
+  // BatchNorm folded into the convs (native/nn/fuse.h) on CUDA; tolerance allows TF32 convolutions.
+  const x = input([1, 3, 97, 131], 13);
+  const model = await SegmentationModel.create({ encoder: 'resnet50dilated', decoder: 'ppm_deepsup', numClass: 21, init: 'procedural' });
+  const cpuFused = await features(model, x); // folds built on the CPU ...
+  await model.to('cuda'); // ... must not be used on cuda
+  const fused = await features(model, x);
+  model.setRuntime({ fuse: false });
+  const unfused = await features(model, x);
+  model.dispose();
+  for (const [what, a, b] of [['fused vs unfused', fused, unfused], ['cuda fused vs cpu fused', fused, cpuFused]]) {
+    const { worst } = compare(a.logprob, b.logprob);
+    assert.ok(worst < 2e-2, `${what}: log-probabilities differ by ${worst}`);
+  }
+});
