@@ -12,6 +12,7 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
 import { SegtoolError } from '../errors.js';
 import { invalid } from '../validate.js';
 
@@ -212,9 +213,13 @@ export async function downloadFile(url: string, dest: string, options: DownloadO
         received += chunk.length;
         options.onProgress?.({ url, received, resumedFrom, ...(total !== undefined ? { total } : {}) });
       });
+      const file = createWriteStream(part, { flags: offset > 0 ? 'a' : 'w' });
       try {
-        await pipeline(body, createWriteStream(part, { flags: offset > 0 ? 'a' : 'w' }), { signal });
+        await pipeline(body, file, { signal });
       } catch (error) {
+        // Writes already queued still land after the pipeline rejects: wait for the file to close,
+        // so that the .part a later attempt resumes from is final (its size is the resume offset).
+        if (!file.closed) await once(file, 'close').catch(() => undefined);
         if (options.signal?.aborted) {
           throw new SegtoolError('ERR_ABORTED', `Download of ${url} stopped at ${received} bytes; run again to resume`, { cause: error });
         }
