@@ -7,7 +7,7 @@ import { DECODER_NAMES, ENCODER_CHANNELS, ENCODER_NAMES, type DecoderName, type 
 import { Communicator } from './distributed/communicator.js';
 import { checkDevice, checkRuntime, type DeviceName, type Precision, type RuntimeOptions } from './device.js';
 import { SegtoolError } from './errors.js';
-import { loadNative, native, type NamedNativeTensors, type NativeCancelToken, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';
+import { loadNative, native, type NamedNativeTensors, type NativeCancelToken, type NativePrediction, type NativeModel, type NativeModelInfo, type NativeTrainStepResult } from './native.js';
 import { Tensor, type TensorData } from './tensor.js';
 import { expectBoolean, expectInteger, expectNumber, expectOneOf, expectString, invalid } from './validate.js';
 
@@ -212,6 +212,27 @@ async function withTensor<T>(name: string, value: TensorLike, dtype: 'float32' |
 
 function shapeOf(value: TensorLike): readonly number[] {
   return value instanceof Tensor ? value.shape : value.shape;
+}
+
+/** The optional uint8 [numClass, 3] palette of predictClasses / predictSliding, checked. */
+function checkPalette(palette: unknown): Tensor | undefined {
+  if (palette === undefined) return undefined;
+  if (!(palette instanceof Tensor) || palette.dtype !== 'uint8' || palette.shape.length !== 2 || palette.shape[1] !== 3) {
+    throw invalid('palette', 'a uint8 [numClass, 3] Tensor', palette);
+  }
+  return palette;
+}
+
+/** A native prediction's handles as owned Tensors (the outputs that were computed). */
+function wrapPrediction(out: NativePrediction): ClassPrediction & { logits?: Tensor } {
+  return {
+    labels: new Tensor(out.labels),
+    ...(out.confidence ? { confidence: new Tensor(out.confidence) } : {}),
+    ...(out.probabilities ? { probabilities: new Tensor(out.probabilities) } : {}),
+    ...(out.counts ? { counts: new Tensor(out.counts) } : {}),
+    ...(out.logits ? { logits: new Tensor(out.logits) } : {}),
+    ...(out.colors ? { colors: new Tensor(out.colors) } : {}),
+  };
 }
 
 export class SegmentationModel {
@@ -446,13 +467,8 @@ export class SegmentationModel {
       counts: options.counts === undefined ? false : expectBoolean('counts', options.counts),
       ...(options.cancel !== undefined ? { cancel: options.cancel } : {}),
     };
-    if (options.palette !== undefined) {
-      if (!(options.palette instanceof Tensor) || options.palette.dtype !== 'uint8' || options.palette.shape.length !== 2 || options.palette.shape[1] !== 3) {
-        throw invalid('palette', 'a uint8 [numClass, 3] Tensor', options.palette);
-      }
-      if (batch !== 1) throw new SegtoolError('ERR_INVALID_ARG', `palette colours one image: expected batch 1 but received ${batch}`);
-    }
-    const palette = options.palette;
+    const palette = checkPalette(options.palette);
+    if (palette !== undefined && batch !== 1) throw new SegtoolError('ERR_INVALID_ARG', `palette colours one image: expected batch 1 but received ${batch}`);
     return this.#enqueue(async () => {
       const temporaries: Tensor[] = [];
       try {
@@ -464,13 +480,7 @@ export class SegmentationModel {
           return t.handle;
         });
         const out = await this.#model.predict(handles, height, width, palette ? { ...flags, palette: palette.handle } : flags);
-        return {
-          labels: new Tensor(out.labels),
-          ...(out.confidence ? { confidence: new Tensor(out.confidence) } : {}),
-          ...(out.probabilities ? { probabilities: new Tensor(out.probabilities) } : {}),
-          ...(out.counts ? { counts: new Tensor(out.counts) } : {}),
-          ...(out.colors ? { colors: new Tensor(out.colors) } : {}),
-        };
+        return wrapPrediction(out);
       } finally {
         for (const t of temporaries) t.dispose();
       }
@@ -499,10 +509,7 @@ export class SegmentationModel {
       logits: options.logits === undefined ? false : expectBoolean('logits', options.logits),
       ...(options.cancel !== undefined ? { cancel: options.cancel } : {}),
     };
-    const palette = options.palette;
-    if (palette !== undefined && (!(palette instanceof Tensor) || palette.dtype !== 'uint8' || palette.shape.length !== 2 || palette.shape[1] !== 3)) {
-      throw invalid('palette', 'a uint8 [numClass, 3] Tensor', palette);
-    }
+    const palette = checkPalette(options.palette);
     const { onTile } = options;
     if (onTile !== undefined && typeof onTile !== 'function') throw invalid('onTile', 'a function (done, total)', onTile);
     return this.#enqueue(() =>
@@ -525,14 +532,7 @@ export class SegmentationModel {
           for (const handle of Object.values(out)) new Tensor(handle).dispose();
           throw thrown.error;
         }
-        return {
-          labels: new Tensor(out.labels),
-          ...(out.confidence ? { confidence: new Tensor(out.confidence) } : {}),
-          ...(out.probabilities ? { probabilities: new Tensor(out.probabilities) } : {}),
-          ...(out.counts ? { counts: new Tensor(out.counts) } : {}),
-          ...(out.logits ? { logits: new Tensor(out.logits) } : {}),
-          ...(out.colors ? { colors: new Tensor(out.colors) } : {}),
-        };
+        return wrapPrediction(out);
       }),
     );
   }

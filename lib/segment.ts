@@ -198,7 +198,6 @@ export async function segment(model: SegmentationModel, input: string | Uint8Arr
       normalize: resolved.normalize,
       resize: resolved.resize,
       minCoverage: resolved.minCoverage,
-      limits: DEFAULT_LIMITS,
     },
     defaultPreparePool(),
     admitted,

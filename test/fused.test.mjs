@@ -8,19 +8,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { SegmentationModel, Tensor, liveTensorCount } from '../dist/index.js';
 import { readSafetensors } from './helpers/safetensors.mjs';
+import { relativeMaxError } from './helpers/compare.mjs';
 
 const index = JSON.parse(readFileSync('test/fixtures/models/index.json', 'utf8'));
 const STEP = { lrEncoder: 0.02, lrDecoder: 0.02, momentum: 0.9, weightDecay: 1e-4 };
-
-function relativeMaxError(got, expected) {
-  let lo = Infinity, hi = -Infinity, worst = 0;
-  for (let i = 0; i < expected.length; i++) {
-    lo = Math.min(lo, expected[i]);
-    hi = Math.max(hi, expected[i]);
-    worst = Math.max(worst, Math.abs(got[i] - expected[i]));
-  }
-  return worst / (hi - lo);
-}
 
 /** Eval forward with the fused graph on or off: [logprob, logprobDeepsup?] as Float32Arrays. */
 async function forward(model, input, fuse) {

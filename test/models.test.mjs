@@ -9,18 +9,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { SegmentationModel, liveTensorCount } from '../dist/index.js';
 import { readSafetensors } from './helpers/safetensors.mjs';
+import { relativeMaxError } from './helpers/compare.mjs';
 
 const index = JSON.parse(readFileSync('test/fixtures/models/index.json', 'utf8'));
-
-function relativeMaxError(got, expected) {
-  let lo = Infinity, hi = -Infinity, worst = 0;
-  for (let i = 0; i < expected.length; i++) {
-    lo = Math.min(lo, expected[i]);
-    hi = Math.max(hi, expected[i]);
-    worst = Math.max(worst, Math.abs(got[i] - expected[i]));
-  }
-  return worst / (hi - lo);
-}
 
 function assertRelative(name, got, expected, tolerance) {
   const error = Math.abs(got - expected) / Math.max(Math.abs(expected), 1e-12);

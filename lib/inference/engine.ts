@@ -28,7 +28,7 @@ import { SegtoolError } from '../errors.js';
 import { readFileBounded } from '../io/files.js';
 import type { SegmentationModel, SlideTile, SlideWindow } from '../model.js';
 import { expectInteger, invalid } from '../validate.js';
-import { coverageFromCounts, encodePngOfColors, inferClasses, predictionViews, type ClassCoverage, type MultiScaleOutput } from './infer.js';
+import { abortError, coverageFromCounts, encodePngOfColors, inferClasses, predictionViews, type ClassCoverage, type MultiScaleOutput } from './infer.js';
 
 /** Raw pixels: interleaved, row-major, 8 bits per channel (gray, RGB or RGBA; alpha is dropped). */
 export interface RawPixels {
@@ -239,7 +239,6 @@ export interface EngineSettings {
   /** Image resize filter (DATASET.resize); default 'pil'. */
   resize?: ResizeFilter;
   minCoverage: number;
-  limits: AdmissionLimits;
 }
 
 export interface EngineTimings {
@@ -267,11 +266,6 @@ export interface EngineResult {
   /** The decoded RGB image, with 'original'. */
   original?: { data: Uint8Array; width: number; height: number };
   timings: EngineTimings;
-}
-
-function abortError(signal: AbortSignal, stage: string): SegtoolError {
-  const reason = signal.reason instanceof Error ? `: ${signal.reason.message}` : signal.reason === undefined ? '' : `: ${String(signal.reason)}`;
-  return new SegtoolError('ERR_ABORTED', `The segmentation was aborted ${stage}${reason}`, { cause: signal.reason });
 }
 
 /**
@@ -341,6 +335,8 @@ export async function runStages(
 }
 
 export interface EngineOptions extends EngineSettings {
+  /** What admission refuses from the header: pixels, bytes, compute budget. */
+  limits: AdmissionLimits;
   /** Requests in the stages at once (preparing while another infers); default 2. */
   concurrency: number;
   /** Requests that may wait for a place; more are refused with ERR_BUSY. */

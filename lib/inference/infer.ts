@@ -82,9 +82,10 @@ export interface MultiScaleOutput {
   counts?: BigInt64Array;
 }
 
-function abortMessage(signal: AbortSignal): string {
+/** ERR_ABORTED for a fired signal: "The segmentation was aborted <stage>: <the signal's reason>". */
+export function abortError(signal: AbortSignal, stage?: string): SegtoolError {
   const reason = signal.reason instanceof Error ? signal.reason.message : signal.reason === undefined ? '' : String(signal.reason);
-  return `The segmentation was aborted${reason ? `: ${reason}` : ''}`;
+  return new SegtoolError('ERR_ABORTED', `The segmentation was aborted${stage ? ` ${stage}` : ''}${reason ? `: ${reason}` : ''}`, { cause: signal.reason });
 }
 
 /** The native result of inferClasses; the caller disposes the tensors. */
@@ -133,7 +134,7 @@ export async function inferClasses(
   }
   const timeoutMs = options.timeoutMs === undefined ? 0 : expectInteger('timeoutMs', options.timeoutMs, 0);
   const { signal } = options;
-  if (signal?.aborted) throw new SegtoolError('ERR_ABORTED', abortMessage(signal));
+  if (signal?.aborted) throw abortError(signal);
   const addon = await loadNative();
   let cancel: NativeCancelToken | undefined;
   let timedOut = false;
@@ -168,7 +169,7 @@ export async function inferClasses(
       const message = timedOut
         ? `The segmentation took longer than its time limit (${timeoutMs} ms) and was stopped`
         : signal?.aborted
-          ? abortMessage(signal)
+          ? abortError(signal).message
           : error.message;
       throw new SegtoolError('ERR_ABORTED', message, { cause: error });
     }
