@@ -1,6 +1,7 @@
 /**
  * Devices and precision: where a model computes ('cpu', 'cuda', 'cuda:N') and how (float32 or
- * bfloat16 autocast on CUDA, channels-last memory format, cuDNN benchmark mode). Checked here,
+ * bfloat16 - autocast on CUDA and on CPUs with AVX512-BF16 or AMX -, channels-last memory format,
+ * cuDNN benchmark mode). Checked here,
  * before any native work, with errors that say what the user can do about them.
  */
 import { SegtoolError } from './errors.js';
@@ -14,7 +15,11 @@ export type DeviceName = 'cpu' | 'cuda' | `cuda:${number}`;
 
 /** How forward passes run; every field optional (defaults: fp32, contiguous, no benchmark). */
 export interface RuntimeOptions {
-  /** 'bf16': autocast to bfloat16 on CUDA (weights, gradients and the SGD update stay float32). CUDA only. */
+  /**
+   * 'bf16': convolutions and matrix products in bfloat16 (autocast; weights, gradients, the SGD
+   * update and the loss stay float32). On CUDA, and on CPUs with AVX512-BF16 or AMX (an error
+   * elsewhere: see cpuStatus()). On the CPU, eval inference keeps the folded weights in bfloat16.
+   */
   precision?: Precision;
   /** Inputs (hence convolutions) in channels-last memory format; allowed on CPU too. */
   channelsLast?: boolean;
@@ -42,6 +47,29 @@ export function cudaStatus(): CudaStatus {
   const info = native().buildInfo();
   const deviceCount = info.cuda ? (info.cudaDevices ?? 0) : 0;
   return { available: deviceCount > 0, deviceCount, kernels: info.cudaKernels, torchVersion: info.torchVersion };
+}
+
+export interface CpuStatus {
+  /** AVX-512 F/BW/VL usable (CPU and OS). */
+  avx512: boolean;
+  avx512Bf16: boolean;
+  amxBf16: boolean;
+  /** precision 'bf16' can run on this CPU. */
+  bf16: boolean;
+  /** Why it cannot ('' when it can). */
+  bf16Unsupported: string;
+}
+
+/** What this CPU offers for bfloat16 (detected at run time). */
+export function cpuStatus(): CpuStatus {
+  const info = native().buildInfo();
+  return {
+    avx512: info.cpuAvx512,
+    avx512Bf16: info.cpuAvx512Bf16,
+    amxBf16: info.cpuAmxBf16,
+    bf16: info.cpuBf16Unsupported === '',
+    bf16Unsupported: info.cpuBf16Unsupported,
+  };
 }
 
 const DEVICE_PATTERN = /^(cpu|cuda|cuda:(0|[1-9][0-9]{0,3}))$/;
@@ -79,7 +107,7 @@ export function checkDevice(name: string, value: unknown): DeviceName {
   return device;
 }
 
-/** Validated runtime options for `device`: bf16 on a CPU device is an error (no silent fallback). */
+/** Validated runtime options for `device`: bf16 on a CPU without bf16 instructions is an error (no silent fallback). */
 export function checkRuntime(name: string, options: RuntimeOptions, device: DeviceName): Required<RuntimeOptions> {
   const out: Required<RuntimeOptions> = {
     precision: options.precision === undefined ? 'fp32' : expectOneOf(`${name}.precision`, options.precision, PRECISIONS),
@@ -87,11 +115,14 @@ export function checkRuntime(name: string, options: RuntimeOptions, device: Devi
     cudnnBenchmark: options.cudnnBenchmark === undefined ? false : expectBoolean(`${name}.cudnnBenchmark`, options.cudnnBenchmark),
     fuse: options.fuse === undefined ? true : expectBoolean(`${name}.fuse`, options.fuse),
   };
-  if (out.precision === 'bf16' && !device.startsWith('cuda')) {
-    throw new SegtoolError(
-      'ERR_INVALID_ARG',
-      `${name}.precision 'bf16' (autocast) runs on CUDA devices only, but the device is '${device}': use precision 'fp32' on the CPU, or device 'cuda'`,
-    );
+  if (out.precision === 'bf16' && device === 'cpu') {
+    const cpu = cpuStatus();
+    if (!cpu.bf16) {
+      throw new SegtoolError(
+        'ERR_DEVICE',
+        `${name}.precision 'bf16' on device 'cpu' needs a CPU with AVX512-BF16 or AMX: ${cpu.bf16Unsupported}. Use precision 'fp32' on this CPU, or device 'cuda'`,
+      );
+    }
   }
   return out;
 }

@@ -30,6 +30,12 @@ export interface BuildInfo {
   cudaKernels: boolean;
   /** CUDA devices LibTorch sees (0 without CUDA). */
   cudaDevices?: number;
+  /** CPUID (with the OS's register-state support): AVX-512 F/BW/VL, AVX512-BF16, AMX-BF16. */
+  cpuAvx512: boolean;
+  cpuAvx512Bf16: boolean;
+  cpuAmxBf16: boolean;
+  /** Why precision 'bf16' cannot run on this CPU; '' when it can. */
+  cpuBf16Unsupported: string;
   mkldnn: boolean;
   openmp: boolean;
   parallel: string;

@@ -165,7 +165,7 @@ const oneOf = (values: readonly string[]): ValueKind => ({ type: 'enum', values 
 const device: ValueKind = { type: 'device' };
 const RUNTIME_DOCS = {
   device: 'device to run on: cpu, cuda or cuda:N (CUDA needs a CUDA LibTorch build, docs/gpu.md)',
-  precision: 'fp32, or bf16 (autocast to bfloat16; CUDA only)',
+  precision: 'fp32, or bf16 (bfloat16 convolutions; CUDA, or a CPU with AVX512-BF16 or AMX)',
   channels_last: 'inputs and convolutions in channels-last memory format (CPU and CUDA)',
   cudnn_benchmark: 'cuDNN autotuning of convolutions (CUDA; pays off when input sizes repeat)',
 };

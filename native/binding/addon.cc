@@ -62,6 +62,11 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   out.Set("cudaKernels", false);
 #endif
   out.Set("cudaDevices", static_cast<double>(segtool::nn::cuda_info().device_count));
+  const segtool::nn::CpuInfo cpu = segtool::nn::cpu_info();
+  out.Set("cpuAvx512", cpu.avx512);
+  out.Set("cpuAvx512Bf16", cpu.avx512_bf16);
+  out.Set("cpuAmxBf16", cpu.amx_bf16);
+  out.Set("cpuBf16Unsupported", segtool::nn::cpu_bf16_unsupported_reason());
   out.Set("mkldnn", at::hasMKLDNN());
   out.Set("openmp", at::hasOpenMP());
   out.Set("parallel", at::get_parallel_info());

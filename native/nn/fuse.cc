@@ -19,10 +19,11 @@ std::array<uint32_t, 6> versions_of(const Conv2d& conv, const BatchNorm2d& bn) {
 
 }  // namespace
 
-const FuseCache::Folded& FuseCache::get(const Conv2d& conv, const BatchNorm2d& bn, double eps) {
+const FuseCache::Folded& FuseCache::get(const Conv2d& conv, const BatchNorm2d& bn, double eps, at::ScalarType dtype) {
   const auto versions = versions_of(conv, bn);
   auto it = entries_.find(conv.weight.unsafeGetTensorImpl());
-  if (it != entries_.end() && it->second.versions == versions && it->second.device == conv.weight.device())
+  if (it != entries_.end() && it->second.versions == versions && it->second.device == conv.weight.device() &&
+      it->second.dtype == dtype)
     return it->second;
 
   // The per-channel factors in float64, the weight scaled in its own dtype: one rounding of
@@ -34,8 +35,9 @@ const FuseCache::Folded& FuseCache::get(const Conv2d& conv, const BatchNorm2d& b
   at::Tensor bias = bn.bias.detach().to(at::kDouble).sub(bn.running_mean.detach().to(at::kDouble).mul(scale));
   if (conv.bias.defined()) bias = bias.add(conv.bias.detach().to(at::kDouble).mul(scale));
   Folded f;
-  f.weight = w.mul(scale.to(w.scalar_type()).view({-1, 1, 1, 1})).contiguous(w.suggest_memory_format());
-  f.bias = bias.to(w.scalar_type());
+  f.weight = w.mul(scale.to(w.scalar_type()).view({-1, 1, 1, 1})).to(dtype).contiguous(w.suggest_memory_format());
+  f.bias = bias.to(dtype);
+  f.dtype = dtype;
   f.versions = versions;
   f.device = w.device();
   ++builds_;

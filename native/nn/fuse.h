@@ -4,7 +4,7 @@
 // so an eval forward runs conv(x, w', b') and the ReLU in place on its output instead of conv,
 // batch_norm and ReLU. The folded tensors are built lazily, once per model (per conv, on the
 // first eval forward that reaches it): the per-channel factors in float64, the weight scaled in
-// its own dtype, device and memory format. They are one more copy of the conv weights (float32:
+// its own dtype, device and memory format (then cast to bfloat16 for the CPU/CUDA bf16 graph). They are one more copy of the conv weights (float32:
 // 47 MiB for resnet18dilated-c1_deepsup, 197 MiB resnet50dilated-ppm_deepsup, 253 MiB
 // hrnetv2-c1). The unfused path (training, fix_bn training steps, gradients, checking with fuse
 // off) is untouched.
@@ -33,9 +33,11 @@ class FuseCache {
     at::Tensor weight, bias;
     std::array<uint32_t, 6> versions{};  // conv weight, conv bias, gamma, beta, mean, var
     c10::Device device = c10::Device(c10::kCPU);
+    at::ScalarType dtype = at::kFloat;
   };
-  // conv's weight and bias with `bn` (eps) folded in; built or rebuilt on demand.
-  const Folded& get(const Conv2d& conv, const BatchNorm2d& bn, double eps);
+  // conv's weight and bias with `bn` (eps) folded in, in `dtype` (float32, or bfloat16 for the
+  // bf16 graph: folded in float32, then rounded once); built or rebuilt on demand.
+  const Folded& get(const Conv2d& conv, const BatchNorm2d& bn, double eps, at::ScalarType dtype = at::kFloat);
   void clear() { entries_.clear(); }
   size_t size() const { return entries_.size(); }
   int64_t builds() const { return builds_; }  // folds computed since the model was made

@@ -71,7 +71,7 @@ at::Tensor BatchNorm2d::operator()(const at::Tensor& x, const ForwardContext& ct
 
 at::Tensor conv_bn(const Conv2d& conv, const BatchNorm2d& bn, const at::Tensor& x, const ForwardContext& ctx) {
   if (!ctx.fuse) return bn(conv(x), ctx);
-  const FuseCache::Folded& f = ctx.fuse->get(conv, bn, ctx.bn_eps);
+  const FuseCache::Folded& f = ctx.fuse->get(conv, bn, ctx.bn_eps, ctx.fuse_dtype);
   return at::conv2d(x, f.weight, f.bias, {conv.stride, conv.stride}, {conv.padding, conv.padding},
                     {conv.dilation, conv.dilation}, conv.groups);
 }

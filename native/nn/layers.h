@@ -30,6 +30,7 @@ struct ForwardContext {
   // The fused inference graph (fuse.h): set only for eval-mode inference (never training, never
   // with gradients); conv_bn then runs the folded convolution instead of conv + BatchNorm.
   FuseCache* fuse = nullptr;
+  at::ScalarType fuse_dtype = at::kFloat;  // of the folded weights: bfloat16 in the bf16 graph
 };
 
 enum class TensorRole {

@@ -164,10 +164,11 @@ SegmentationModel::DecoderOutputs SegmentationModel::run(const at::Tensor& input
   // statistics, which the folded weights depend on.
   if (training) fuse_.clear();
   else if (runtime_.fuse && fuse_default() && c10::InferenceMode::is_enabled()) decoder_ctx.fuse = &fuse_;
+  // Inputs to the model's device and memory format; bf16 autocast for this forward only.
+  const ForwardScope scope(runtime_, device());
+  decoder_ctx.fuse_dtype = scope.compute_dtype();
   ForwardContext encoder_ctx = decoder_ctx;
   if (options_.encoder == "hrnetv2") encoder_ctx.bn_momentum = options_.hrnet_bn_momentum;
-  // Inputs to the model's device and memory format; bf16 autocast (CUDA) for this forward only.
-  const ForwardScope scope(runtime_, device());
   DecoderOutput out = decoder_->forward(encoder_->forward(scope.input(input), encoder_ctx), decoder_ctx, with_deepsup);
   return {scope.output(out.logits), scope.output(out.deepsup_logits)};
 }

@@ -6,6 +6,11 @@
 #include <torch/csrc/api/include/torch/version.h>
 
 #include <cctype>
+#include <cstdlib>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define SEGTOOL_X86 1
+#endif
 
 #include "ops/batch_norm_ops.h"
 
@@ -16,6 +21,28 @@
 
 namespace segtool::nn {
 namespace {
+
+bool cpu_enabled(bool enabled) {
+#ifdef SEGTOOL_AUTOCAST_DEVICE_API
+  const bool previous = at::autocast::is_autocast_enabled(at::kCPU);
+  at::autocast::set_autocast_enabled(at::kCPU, enabled);
+#else
+  const bool previous = at::autocast::is_cpu_enabled();
+  at::autocast::set_cpu_enabled(enabled);
+#endif
+  return previous;
+}
+
+at::ScalarType cpu_dtype(at::ScalarType dtype) {
+#ifdef SEGTOOL_AUTOCAST_DEVICE_API
+  const at::ScalarType previous = at::autocast::get_autocast_dtype(at::kCPU);
+  at::autocast::set_autocast_dtype(at::kCPU, dtype);
+#else
+  const at::ScalarType previous = at::autocast::get_autocast_cpu_dtype();
+  at::autocast::set_autocast_cpu_dtype(dtype);
+#endif
+  return previous;
+}
 
 bool cuda_enabled(bool enabled) {
 #ifdef SEGTOOL_AUTOCAST_DEVICE_API
@@ -44,7 +71,50 @@ const char* kBuildHint =
     "LibTorch (docs/gpu.md: a pip-installed PyTorch 2.x, Torch_DIR=$(python3 -c 'import torch; "
     "print(torch.utils.cmake_prefix_path)')/Torch) on a machine with an NVIDIA GPU, or use device 'cpu'";
 
+CpuInfo detect_cpu() {
+  CpuInfo info;
+#ifdef SEGTOOL_X86
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return info;
+  const bool osxsave = c & (1u << 27);
+  if (!osxsave || __get_cpuid_max(0, nullptr) < 7) return info;
+  // XCR0: which register states the OS saves (bits 5-7 opmask/ZMM, 17-18 AMX tile config/data).
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  const bool os_avx512 = (xcr0_lo & 0xe6u) == 0xe6u;
+  const bool os_amx = (xcr0_lo & (3u << 17)) == (3u << 17);
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
+  const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
+  info.avx512 = os_avx512 && avx512f && avx512bw && avx512vl;
+  info.amx_bf16 = os_amx && amx_bf16 && amx_tile;
+  __cpuid_count(7, 1, a, b, c, d);
+  info.avx512_bf16 = info.avx512 && (a & (1u << 5));
+#endif
+  return info;
+}
+
 }  // namespace
+
+CpuInfo cpu_info() {
+  static const CpuInfo info = detect_cpu();
+  return info;
+}
+
+std::string cpu_bf16_unsupported_reason() {
+  // SEGTOOL_CPU_BF16=0 hides the instructions (to test the error path on any CPU).
+  const char* off = std::getenv("SEGTOOL_CPU_BF16");
+  if (off && std::string(off) == "0") return "SEGTOOL_CPU_BF16=0 is set in the environment";
+  const CpuInfo info = cpu_info();
+  if (info.bf16()) return "";
+#ifdef SEGTOOL_X86
+  return std::string("this CPU has neither AVX512-BF16 nor AMX-BF16 (") +
+         (info.avx512 ? "it has AVX-512 without the BF16 extension" : "no usable AVX-512") +
+         "); bfloat16 would run emulated, slower than float32";
+#else
+  return "bfloat16 on the CPU is supported on x86-64 with AVX512-BF16 or AMX only";
+#endif
+}
 
 CudaInfo cuda_info() {
   CudaInfo info;
@@ -84,30 +154,34 @@ std::string device_name(const at::Device& device) {
 }
 
 void check_runtime(const RuntimeOptions& options, const at::Device& device) {
-  if (options.precision == Precision::Bf16 && !device.is_cuda())
-    throw std::invalid_argument("precision 'bf16' (autocast) runs on CUDA devices only; the model is on '" +
-                                device_name(device) + "': use precision 'fp32' there");
+  if (options.precision != Precision::Bf16 || device.is_cuda()) return;
+  const std::string why = cpu_bf16_unsupported_reason();
+  if (!why.empty())
+    throw std::invalid_argument("precision 'bf16' on device '" + device_name(device) + "' needs a CPU with AVX512-BF16 or AMX: " +
+                                why + ". Use precision 'fp32' there, or a CUDA device");
 }
 
 ForwardScope::ForwardScope(const RuntimeOptions& options, const at::Device& device)
     : options_(options), device_(device) {
-  if (device_.is_cuda()) {
-    at::globalContext().setBenchmarkCuDNN(options_.cudnn_benchmark);
-    if (options_.precision == Precision::Bf16) {
-      autocast_ = true;
-      previous_autocast_ = cuda_enabled(true);
-      previous_dtype_ = cuda_dtype(at::kBFloat16);
-      at::autocast::increment_nesting();
-    }
-  }
+  if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(options_.cudnn_benchmark);
+  if (options_.precision != Precision::Bf16) return;
+  autocast_ = true;
+  previous_autocast_ = device_.is_cuda() ? cuda_enabled(true) : cpu_enabled(true);
+  previous_dtype_ = device_.is_cuda() ? cuda_dtype(at::kBFloat16) : cpu_dtype(at::kBFloat16);
+  at::autocast::increment_nesting();
 }
 
 ForwardScope::~ForwardScope() {
   if (!autocast_) return;
   // Leaving the outermost autocast region frees its cache of casted weights.
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  cuda_enabled(previous_autocast_);
-  cuda_dtype(previous_dtype_);
+  if (device_.is_cuda()) {
+    cuda_enabled(previous_autocast_);
+    cuda_dtype(previous_dtype_);
+  } else {
+    cpu_enabled(previous_autocast_);
+    cpu_dtype(previous_dtype_);
+  }
 }
 
 at::Tensor ForwardScope::input(const at::Tensor& x) const {

@@ -1,9 +1,10 @@
 // Where and how a model computes: the device ("cpu", "cuda", "cuda:N"), the precision (float32,
-// or bfloat16 autocast on CUDA), the inputs' memory format (channels-last) and cuDNN's benchmark
-// mode. The model applies them in every forward pass (SegmentationModel::run): inputs are copied
-// to the model's device and memory format there, and autocast covers the forward (and the
-// loss inputs, cast back to float32), never the backward or the SGD update, whose weights stay
-// float32 - PyTorch's torch.autocast recipe.
+// or bfloat16: autocast on CUDA, and on CPUs with AVX512-BF16 or AMX), the inputs' memory format
+// (channels-last) and cuDNN's benchmark mode. The model applies them in every forward pass
+// (SegmentationModel::run): inputs are copied to the model's device and memory format there, and
+// autocast covers the forward (and the loss inputs, cast back to float32), never the backward or
+// the SGD update, whose weights stay float32 - PyTorch's torch.autocast recipe. On the CPU the
+// fused inference graph (fuse.h) also keeps its folded weights in bfloat16, cast once.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -34,6 +35,17 @@ struct CudaInfo {
 };
 CudaInfo cuda_info();
 
+// What this CPU offers for bfloat16 (CPUID, and whether the OS saves the AVX-512 / AMX state).
+struct CpuInfo {
+  bool avx512 = false;       // AVX512F + BW + VL, enabled by the OS
+  bool avx512_bf16 = false;  // AVX512_BF16 (vdpbf16ps): oneDNN's bf16 convolutions
+  bool amx_bf16 = false;     // AMX-BF16 tiles, enabled by the OS
+  bool bf16() const { return (avx512 && avx512_bf16) || amx_bf16; }
+};
+CpuInfo cpu_info();
+// The reason bf16 cannot run on this CPU (empty when it can).
+std::string cpu_bf16_unsupported_reason();
+
 // A device that cannot be used here (CUDA asked of a CPU-only LibTorch, or device N of fewer).
 class DeviceError : public std::runtime_error {
  public:
@@ -45,7 +57,8 @@ class DeviceError : public std::runtime_error {
 at::Device parse_device(const std::string& spec);
 std::string device_name(const at::Device& device);
 
-// Throws std::invalid_argument when the options cannot run on `device` (bf16 needs CUDA).
+// Throws std::invalid_argument when the options cannot run on `device` (bf16 on a CPU without
+// AVX512-BF16 or AMX).
 void check_runtime(const RuntimeOptions& options, const at::Device& device);
 
 // One forward pass's settings, restored on destruction (thread-local autocast state).
@@ -61,6 +74,8 @@ class ForwardScope {
   // Logits for the loss/softmax: float32 when autocast produced a lower precision.
   at::Tensor output(const at::Tensor& logits) const;
   bool autocast() const { return autocast_; }
+  // The dtype the fused graph keeps its folded weights in: bfloat16 under autocast, else float32.
+  at::ScalarType compute_dtype() const { return autocast_ ? at::kBFloat16 : at::kFloat; }
 
  private:
   const RuntimeOptions& options_;
