@@ -9,7 +9,7 @@ export { SegtoolError, isSegtoolError, type SegtoolErrorCode } from './errors.js
 export { Tensor, liveTensorCount, setNumThreads, getNumThreads, type Dtype, type TensorData } from './tensor.js';
 export type { BuildInfo } from './native.js';
 export { systemInfo, type SystemInfo } from './system.js';
-export { cudaStatus, checkDevice, type DeviceName, type Precision, type RuntimeOptions, type CudaStatus } from './device.js';
+export { cudaStatus, cpuStatus, checkDevice, type DeviceName, type Precision, type RuntimeOptions, type CudaStatus, type CpuStatus } from './device.js';
 export {
   SegmentationModel,
   architectures,

@@ -10,7 +10,7 @@ const PUBLIC = [
   'DEFAULT_DASHBOARD_PORT', 'DEMO_DEFAULTS', 'Dashboard', 'ENCODER_NAMES', 'MetricsAccumulator', 'ONNX_DEFAULT_OPSET', 'ONNX_MAX_OPSET', 'ONNX_MIN_OPSET', 'SEGMENT_OUTPUTS',
   'SegmentationModel', 'Segmenter', 'SegtoolError', 'Tensor', 'ade20kPalette', 'applyOverrides', 'architectures', 'cacheRoot',
   'checkDevice', 'checkWeightsFile', 'classCoverage', 'classInfoFromConfig', 'colorize', 'convertWeights', 'createEvalLoader',
-  'createTrainLoader', 'cudaStatus', 'defaultClassInfo', 'defaultConfig', 'disposeAll', 'distributedEnv', 'encodeLabelPng', 'encodePng',
+  'createTrainLoader', 'cpuStatus', 'cudaStatus', 'defaultClassInfo', 'defaultConfig', 'disposeAll', 'distributedEnv', 'encodeLabelPng', 'encodePng',
   'evaluate', 'exportOnnx', 'fetchCached', 'findImages', 'generatePalette', 'generateSyntheticDataset', 'getNumThreads',
   'intersectionAndUnion', 'isSegtoolError', 'listFolder', 'liveTensorCount', 'loadConfig', 'loadModel', 'loadSafetensors',
   'loadTrainingCheckpoint', 'loadWeights', 'manualSeed', 'mergeConfig', 'mirrorBase', 'parseConfig', 'pixelAccuracy', 'predictMultiScale',

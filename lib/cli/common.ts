@@ -19,6 +19,29 @@ export function parseCount(name: string, min = 0, max = Number.MAX_SAFE_INTEGER)
   };
 }
 
+/** --precision fp32|bf16 of the section a command runs (TRAIN, VAL or TEST), as a config override. */
+export function withPrecisionOption(command: Command, section: 'TRAIN' | 'VAL' | 'TEST'): Command {
+  return command.option(
+    '--precision <p>',
+    `fp32, or bf16: bfloat16 convolutions on CUDA or on a CPU with AVX512-BF16 or AMX (= ${section}.precision)`,
+    (text: string) => {
+      if (text !== 'fp32' && text !== 'bf16') throw new InvalidArgumentError(`--precision must be fp32 or bf16`);
+      return text;
+    },
+  );
+}
+
+/** The config overrides that --gpu and --precision stand for. */
+export function runtimeFlagOverrides(
+  section: 'TRAIN' | 'VAL' | 'TEST',
+  options: { gpu?: number; precision?: string },
+): Array<readonly [`${typeof section}.device` | `${typeof section}.precision`, string, string]> {
+  const out: Array<readonly [`${typeof section}.device` | `${typeof section}.precision`, string, string]> = [];
+  if (options.gpu !== undefined) out.push([`${section}.device`, `cuda:${options.gpu}`, '--gpu'] as const);
+  if (options.precision !== undefined) out.push([`${section}.precision`, options.precision, '--precision'] as const);
+  return out;
+}
+
 /** Adds --cfg, --threads and the trailing KEY VALUE overrides. */
 export function withConfigOptions(command: Command): Command {
   return command

@@ -5,7 +5,7 @@ import { evaluate, type EvaluateResult } from '../eval/evaluate.js';
 import { mostConfused } from '../eval/confusion.js';
 import { readSampleList } from '../data/list.js';
 import { distributedEnv } from '../distributed/env.js';
-import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
+import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withPrecisionOption, runtimeFlagOverrides, withLaunchOptions } from './common.js';
 import { formatDuration, ProgressBar } from './progress.js';
 import { resolveCommandConfig, withSeedFlags } from './seed.js';
 
@@ -19,6 +19,7 @@ interface EvalCommandOptions {
   skipBad?: boolean;
   allClasses?: boolean;
   gpu?: number;
+  precision?: string;
 }
 
 /** The reference's report: one line per class, then the summary. */
@@ -47,7 +48,7 @@ export function printEvaluation(result: EvaluateResult, allClasses: boolean): vo
 }
 
 export function evalCommand(): Command {
-  return withSeedFlags(withLaunchOptions(withConfigOptions(
+  return withSeedFlags(withLaunchOptions(withConfigOptions(withPrecisionOption(
     new Command('eval')
       .description('evaluate on DATASET.list_val at every DATASET.imgSizes scale: pixel accuracy, per-class IoU, mIoU')
       .option('--checkpoint <weights>', 'weights: a suffix in DIR (epoch_20.pth), a file, or a folder (default VAL.checkpoint)')
@@ -57,9 +58,10 @@ export function evalCommand(): Command {
       .option('--skip-bad', 'leave out unreadable samples and list them')
       .option('--all-classes', 'print the IoU of every class, absent ones too')
       .option('--gpu <n>', 'run on CUDA device n (= VAL.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
-  )), 'eval').action(async (overrides: string[], options: EvalCommandOptions, command: Command) => {
-    const gpu = options.gpu === undefined ? [] : [['VAL.device', `cuda:${options.gpu}`, '--gpu'] as const];
-    const { cfg, plan } = await resolveCommandConfig('eval', options as Record<string, unknown>, overrides, DEFAULT_CONFIG, gpu);
+    'VAL',
+  ))), 'eval').action(async (overrides: string[], options: EvalCommandOptions, command: Command) => {
+    const runtimeFlags = runtimeFlagOverrides('VAL', options);
+    const { cfg, plan } = await resolveCommandConfig('eval', options as Record<string, unknown>, overrides, DEFAULT_CONFIG, runtimeFlags);
     // --nproc N (or the seed's --devices): each rank scores a shard of the list; the sums are all-reduced exactly.
     if (await launchRanksIfAsked(command, plan.devices !== undefined ? { devices: plan.devices } : undefined)) return;
     const rank = distributedEnv()?.rank ?? 0;

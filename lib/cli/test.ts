@@ -19,7 +19,7 @@ import { modelClassInfo } from '../eval/weights.js';
 import { saveSafetensors } from '../io/safetensors.js';
 import { findImages, loadModel, segmentFiles, segmentOptionsFromConfig, type SegmentResult } from '../segment.js';
 import { setNumThreads, Tensor } from '../tensor.js';
-import { DEFAULT_CONFIG, parseCount, splitTrailingOverrides, withConfigOptions } from './common.js';
+import { DEFAULT_CONFIG, parseCount, splitTrailingOverrides, withConfigOptions, withPrecisionOption, runtimeFlagOverrides } from './common.js';
 import { ProgressBar } from './progress.js';
 import { resolveCommandConfig, withSeedFlags } from './seed.js';
 
@@ -34,6 +34,7 @@ interface TestCommandOptions {
   threads?: number;
   skipBad?: boolean;
   gpu?: number;
+  precision?: string;
   legend?: boolean;
   slide?: { crop: number; stride?: number };
 }
@@ -97,7 +98,7 @@ export async function writeTestOutputs(
 }
 
 export function testCommand(): Command {
-  return withSeedFlags(withConfigOptions(
+  return withSeedFlags(withConfigOptions(withPrecisionOption(
     new Command('test')
       .description('segment images (files or folders, searched recursively) and write panels, label maps and optional probability maps')
       .option('--imgs <paths...>', 'image files or folders')
@@ -114,10 +115,11 @@ export function testCommand(): Command {
         parseSlide,
       )
       .option('--gpu <n>', 'run on CUDA device n (= TEST.device cuda:n; needs a CUDA build, docs/gpu.md)', parseCount('--gpu')),
-  ), 'test').action(async (trailing: string[], options: TestCommandOptions) => {
+    'TEST',
+  )), 'test').action(async (trailing: string[], options: TestCommandOptions) => {
     const split = splitTrailingOverrides(options.imgs ?? []);
-    const gpu = options.gpu === undefined ? [] : [['TEST.device', `cuda:${options.gpu}`, '--gpu'] as const];
-    const { cfg, plan } = await resolveCommandConfig('test', options as Record<string, unknown>, [...split.overrides, ...trailing], DEFAULT_CONFIG, gpu);
+    const runtimeFlags = runtimeFlagOverrides('TEST', options);
+    const { cfg, plan } = await resolveCommandConfig('test', options as Record<string, unknown>, [...split.overrides, ...trailing], DEFAULT_CONFIG, runtimeFlags);
     const inputs = [...split.values, ...(plan.testImage !== undefined ? [plan.testImage] : [])];
     if (inputs.length === 0) {
       throw new SegtoolError('ERR_INVALID_ARG', 'Expected --imgs with at least one image file or folder (or the seed\'s --test_img)');

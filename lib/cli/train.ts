@@ -7,7 +7,7 @@ import { applyOverrides, validateConfig, type SegtoolConfig } from '../config/in
 import { disposeAll } from '../io/safetensors.js';
 import { train, type TrainEvent } from '../train/train.js';
 import { distributedEnv } from '../distributed/env.js';
-import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withLaunchOptions } from './common.js';
+import { abortOnInterrupt, DEFAULT_CONFIG, launchRanksIfAsked, parseCount, withConfigOptions, withPrecisionOption, runtimeFlagOverrides, withLaunchOptions } from './common.js';
 import { givenSeedFlags, resolveCommandConfig, withSeedFlags } from './seed.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
 import { Dashboard } from '../report/dashboard.js';
@@ -15,6 +15,7 @@ import { Dashboard } from '../report/dashboard.js';
 interface TrainCommandOptions {
   cfg?: string;
   resume?: string | boolean;
+  precision?: string;
   workers?: number;
   threads?: number;
   skipBad?: boolean;
@@ -101,7 +102,7 @@ export function trainReporter(bar: ProgressBar, rank = 0): (event: TrainEvent) =
 }
 
 export function trainCommand(): Command {
-  return withSeedFlags(withLaunchOptions(withConfigOptions(
+  return withSeedFlags(withLaunchOptions(withConfigOptions(withPrecisionOption(
     new Command('train')
       .description('train a model as the config says (the reference\'s train.py), with per-epoch checkpoints')
       .option('--resume [checkpoint]', 'continue from a training checkpoint (default: the latest in DIR)')
@@ -111,14 +112,16 @@ export function trainCommand(): Command {
       .option('--sync-bn <mode>', "BatchNorm across ranks: exact (default), reference (the reference's formula) or off")
       .option('--dashboard [port]', 'serve a live page of the run on http://127.0.0.1:PORT (default 8765; 0 = any free port) while it trains')
       .option('--mirror <url>', 'base URL for the ImageNet-pretrained encoder instead of http://sceneparsing.csail.mit.edu/ (also SEGTOOL_MIRROR)'),
-  )), 'train').action(async (overrides: string[], options: TrainCommandOptions, command: Command) => {
+    'TRAIN',
+  ))), 'train').action(async (overrides: string[], options: TrainCommandOptions, command: Command) => {
     // `--resume TRAIN.num_epoch 6`: the key is an override, not the checkpoint (optionalValuesBeforeKeys).
     if (options.resume === '') options.resume = true;
     const seedFlags = givenSeedFlags(options as Record<string, unknown>, 'train');
+    const runtimeFlags = runtimeFlagOverrides('TRAIN', options);
     const { cfg, plan } =
       typeof options.resume === 'string' && options.cfg === undefined && seedFlags.size === 0
-        ? { cfg: await configOfCheckpoint(options.resume, overrides), plan: {} }
-        : await resolveCommandConfig('train', options as Record<string, unknown>, overrides, DEFAULT_CONFIG);
+        ? { cfg: await configOfCheckpoint(options.resume, [...overrides, ...runtimeFlags.flatMap(([key, value]) => [key, value])]), plan: {} }
+        : await resolveCommandConfig('train', options as Record<string, unknown>, overrides, DEFAULT_CONFIG, runtimeFlags);
     if (await launchRanksIfAsked(command, { ...('numGpus' in plan ? { numGpus: plan.numGpus } : {}), batchPerGpu: cfg.TRAIN.batch_size_per_gpu })) return;
     const rank = distributedEnv()?.rank ?? 0;
     const bar = new ProgressBar(rank === 0 ? {} : { enabled: false });
