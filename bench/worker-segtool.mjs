@@ -22,6 +22,12 @@ import { createInterface } from 'node:readline';
 import { memory, proceduralFloat32, proceduralLabel, resetPeak } from './common.mjs';
 
 const job = JSON.parse(process.argv[2]);
+// A failure ends the process with its message as the last line of stderr, which run.mjs quotes
+// in its notes (Node's own report ends with the error's fields and its version banner).
+process.on('uncaughtException', (error) => {
+  console.error(`segtool worker, ${job.model} ${job.task}: ${error?.code ? `${error.code}: ` : ''}${error?.message ?? error}`);
+  process.exit(1);
+});
 const segtool = await import('../dist/index.js');
 const { predictMultiScale } = await import('../dist/inference/infer.js');
 segtool.setNumThreads(job.threads);
