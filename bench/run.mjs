@@ -713,24 +713,29 @@ function report(meta, results) {
       `..${results.length ? Math.max(...results.filter((r) => r.loadBefore != null).map((r) => r.loadBefore)).toFixed(1) : '?'} during the run`,
   );
   if (meta.bf16LeftOut) text.push(`bf16 columns left out: ${meta.bf16LeftOut}`);
-  text.push('');
-  text.push(...formatTable(header, body, 2));
-  if (precisions.includes('bf16')) {
-    text.push(
-      "segtool bf16: precision 'bf16' (CPU autocast; eval inference with the folded weights in bfloat16). pytorch bf16: PyTorch eager under " +
-        "torch.autocast('cpu', dtype=torch.bfloat16) around the network (train: forward + loss, its AMP recipe), logits cast to float32 for softmax / loss.",
-    );
+  // (a run of only big, onnx or fuse has no rows here)
+  if (rows.length) {
+    text.push('');
+    text.push(...formatTable(header, body, 2));
+    if (precisions.includes('bf16')) {
+      text.push(
+        "segtool bf16: precision 'bf16' (CPU autocast; eval inference with the folded weights in bfloat16). pytorch bf16: PyTorch eager under " +
+          "torch.autocast('cpu', dtype=torch.bfloat16) around the network (train: forward + loss, its AMP recipe), logits cast to float32 for softmax / loss.",
+      );
+    }
+    if (comparisons.length) text.push('pt A/st B: PyTorch at precision A over segtool at precision B, ms (or MiB); > 1: segtool faster (smaller).');
   }
-  if (comparisons.length) text.push('pt A/st B: PyTorch at precision A over segtool at precision B, ms (or MiB); > 1: segtool faster (smaller).');
   text.push('');
-  if (comparisons.length) {
-    text.push('speedup (pytorch ms / segtool ms), geo-mean over the models [min]; fastest reps: the same from each side\'s fastest rep (less load noise):');
+  const measuredTasks = PRECISION_TASKS.filter((t) => opts.tasks.includes(t));
+  if (comparisons.length && measuredTasks.length) {
+    text.push("speedup (pytorch ms / segtool ms), geo-mean over the models [min]; fastest reps: the same from each side's fastest rep (less load noise):");
     const width = Math.max(...comparisons.map((c) => c.label.length));
+    const taskLabel = { infer1: 'infer 1-scale', infer5: 'infer 5-scale', train: 'train' };
     for (const c of comparisons) {
       const g = summary.speedups[c.key];
       text.push(
-        `  ${`${c.label}:`.padEnd(width + 1)}  infer 1-scale ${x(g.geomean.infer1)} [${x(g.min.infer1)}], 5-scale ${x(g.geomean.infer5)} [${x(g.min.infer5)}], ` +
-          `train ${x(g.geomean.train)} [${x(g.min.train)}]; fastest reps ${x(g.geomeanFastestReps.infer1)}, ${x(g.geomeanFastestReps.infer5)}, ${x(g.geomeanFastestReps.train)}`,
+        `  ${`${c.label}:`.padEnd(width + 1)}  ${measuredTasks.map((t) => `${taskLabel[t]} ${x(g.geomean[t])} [${x(g.min[t])}]`).join(', ')}; ` +
+          `fastest reps ${measuredTasks.map((t) => x(g.geomeanFastestReps[t])).join(', ')}`,
       );
     }
   }
