@@ -883,7 +883,8 @@ function convThroughput(meta, results, columns, find) {
   const flopsPerCycle = { ...DEFAULT_FLOPS_PER_CYCLE, ...opts.flopsPerCycle };
   const peak = Object.fromEntries(precisions.map((p) => [p, machine.cpuMHz ? (cores * flopsPerCycle[p] * machine.cpuMHz) / 1000 : null]));
   const ceiling = {}; // per precision, the best of the run's ceiling measurements
-  for (const r of results.filter((r) => r.task === 'ceiling' && r.ceiling)) {
+  const ceilingRecords = results.filter((r) => r.task === 'ceiling' && r.ceiling);
+  for (const r of ceilingRecords) {
     for (const [p, v] of Object.entries(r.ceiling)) ceiling[p] = { mm: Math.max(ceiling[p]?.mm ?? 0, v.mm), conv: Math.max(ceiling[p]?.conv ?? 0, v.conv) };
   }
   const best = (p) => (ceiling[p] ? Math.max(ceiling[p].mm, ceiling[p].conv) : null);
@@ -929,7 +930,8 @@ function convThroughput(meta, results, columns, find) {
   );
   if (Object.keys(ceiling).length) {
     text.push(
-      `measured ceiling (the baseline's process, threads ${opts.threads}, best of 5 at the start and at the end of the run; mm 2048x2048, conv 3x3 256->256 at 75x100): ` +
+      `measured ceiling (the baseline's process, threads ${opts.threads}, best of 5 at the start and at the end of the run, load ` +
+        `${ceilingRecords.map((r) => r.loadBefore?.toFixed(1) ?? '?').join(' and ')}; mm 2048x2048, conv 3x3 256->256 at 75x100): ` +
         `${byPrecision((p) => (ceiling[p] ? `mm ${gf(ceiling[p].mm)}, conv ${gf(ceiling[p].conv)}` : 'n/a'), '; ')} GFLOP/s = ` +
         `${byPrecision((p) => pct(best(p), peak[p]))} of the nominal peak`,
     );
@@ -939,6 +941,14 @@ function convThroughput(meta, results, columns, find) {
       text.push(
         `  the measured ceiling exceeds the nominal-clock peak (${above.join(', ')}): the cores boost above /proc/cpuinfo's clock ` +
           `(~${effectiveGHz.toFixed(2)} GHz at the assumed FLOP/cycle), so % of the nominal peak can pass 100%`,
+      );
+    }
+    // All threads of a product wait for the slowest: one core taken by other work halves it.
+    const low = precisions.filter((p) => best(p) && peak[p] && best(p) < 0.75 * peak[p]);
+    if (low.length) {
+      text.push(
+        `  the measured ceiling (${low.join(', ')}) is under 75% of the nominal peak: other work probably held a core (see the load), ` +
+          'so % of the ceiling reads high; measure on a quiet machine',
       );
     }
   } else {
