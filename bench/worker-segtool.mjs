@@ -16,10 +16,18 @@
 //   train  model.trainStep on a 2 x 3 x 256 x 320 batch (SGD, momentum 0.9, wd 1e-4).
 //   forward  model.forward at one scale: the network's log-probabilities at the output stride,
 //          what the exported ONNX model computes (compared with bench/worker-onnxruntime.mjs).
+// job.precision 'bf16' (run.mjs's 'segtool-bf16' side): the model's precision option, i.e. CPU
+// autocast, with eval inference's folded weights kept in bfloat16.
 import { createInterface } from 'node:readline';
 import { memory, proceduralFloat32, proceduralLabel, resetPeak } from './common.mjs';
 
 const job = JSON.parse(process.argv[2]);
+// A failure ends the process with its message as the last line of stderr, which run.mjs quotes
+// in its notes (Node's own report ends with the error's fields and its version banner).
+process.on('uncaughtException', (error) => {
+  console.error(`segtool worker, ${job.model} ${job.task}: ${error?.code ? `${error.code}: ` : ''}${error?.message ?? error}`);
+  process.exit(1);
+});
 const segtool = await import('../dist/index.js');
 const { predictMultiScale } = await import('../dist/inference/infer.js');
 segtool.setNumThreads(job.threads);
@@ -33,8 +41,16 @@ const collect = () => globalThis.gc?.();
 const [encoder, decoder] = job.model.split('-');
 let t0 = now();
 // job.fuse false: the unfused inference graph (run.mjs's 'segtool-unfused' side).
-const model = await segtool.SegmentationModel.create({ encoder, decoder, init: 'procedural', fuse: job.fuse ?? true });
-const result = { side: 'segtool', model: job.model, task: job.task, threads: segtool.getNumThreads(), createMs: now() - t0, fuse: model.info.fuse };
+const model = await segtool.SegmentationModel.create({ encoder, decoder, init: 'procedural', fuse: job.fuse ?? true, precision: job.precision ?? 'fp32' });
+const result = {
+  side: 'segtool',
+  model: job.model,
+  task: job.task,
+  precision: model.info.precision,
+  threads: segtool.getNumThreads(),
+  createMs: now() - t0,
+  fuse: model.info.fuse,
+};
 
 let run; // one run of the task
 let stages = null; // the instrumented run, for infer

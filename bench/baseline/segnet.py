@@ -7,7 +7,9 @@ UPerNet decoders with and without deep supervision.
 
 Inference follows the reference's SegmentationModule: logits bilinearly upsampled
 (align_corners=False) to segSize, then softmax over classes. Training: log_softmax, NLLLoss
-(ignore_index=-1), plus 0.4 x the deep-supervision loss.
+(ignore_index=-1), plus 0.4 x the deep-supervision loss. Under torch.autocast (the benchmark's
+bf16 baseline) the logits come out in bfloat16; the head casts them to float32 first, as
+PyTorch's AMP recipe does for the loss (a no-op in float32).
 """
 from functools import partial
 
@@ -433,7 +435,7 @@ class SegmentationModule(nn.Module):
     def infer(self, x, seg_size):
         """The reference's inference: upsample logits to seg_size, softmax over classes."""
         x, _ = self.logits(x)
-        return F.softmax(interpolate(x, seg_size), dim=1)
+        return F.softmax(interpolate(x.float(), seg_size), dim=1)
 
     @staticmethod
     def pixel_acc(pred, label):
@@ -446,10 +448,10 @@ class SegmentationModule(nn.Module):
     def forward(self, img, label):
         """Training forward as the reference: (loss, acc)."""
         x, d = self.logits(img, with_deepsup=True)
-        x = F.log_softmax(x, dim=1)
+        x = F.log_softmax(x.float(), dim=1)
         loss = self.crit(x, label)
         if self.deep_sup_scale is not None:
-            loss = loss + self.crit(F.log_softmax(d, dim=1), label) * self.deep_sup_scale
+            loss = loss + self.crit(F.log_softmax(d.float(), dim=1), label) * self.deep_sup_scale
         return loss, self.pixel_acc(x, label)
 
 

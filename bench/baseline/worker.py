@@ -8,14 +8,27 @@ Tasks, written as the reference's scripts run them:
            scale scores = scores + softmax(upsample(logits, (H, W))) / n; then torch.max(scores, 1).
   train    train.py: zero_grad, forward (loss, acc), backward, SGD step of the encoder's and
            the decoder's optimizers (momentum 0.9, weight decay 1e-4 on conv weights), .item().
+  ceiling  no model: the best rate (GFLOP/s) of large float32 (and, with job.precisions
+           containing bf16, bfloat16) matrix products and of one big 3x3 convolution, at the
+           job's thread count: what this CPU reaches in practice. Reported in RESULT.
+job.precision 'bf16': infer's network and train's forward + loss under
+torch.autocast('cpu', dtype=torch.bfloat16) (PyTorch's AMP recipe; backward and the SGD step
+outside it; segnet.py casts the logits to float32 for the softmax / loss).
+
+The first run (the warm-up, normally) also counts the convolutions' FLOPs with forward hooks on
+nn.Conv2d (2 x output elements x in_channels/groups x kh x kw; for train x 3, the usual
+forward + backward estimate), reported as convFlops: run.mjs divides it by the measured times.
 The `profile` command runs one infer under torch.autograd.profiler: self time per op.
 """
+import contextlib
 import json
 import os
 import sys
 import time
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from procedural import apply_procedural, procedural_input, procedural_label  # noqa: E402
@@ -49,12 +62,76 @@ def reset_peak():
         return False
 
 
+def best_gflops(flops, fn, runs=5):
+    """flops / the fastest of `runs` timed calls of fn (after one untimed), in GFLOP/s."""
+    fn()
+    best = float('inf')
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return flops / best / 1e9
+
+
+def measure_ceiling(precisions):
+    """GFLOP/s of torch.mm 2048 x 2048 and of a 3x3 convolution 256 -> 256 channels at 75 x 100
+    (a 300 x 400 input at stride 4), per precision: explicit float32 / bfloat16 tensors, so that
+    no cast is timed."""
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    x, w = torch.randn(1, 256, 75, 100), torch.randn(256, 256, 3, 3)
+    mm_flops = 2 * n ** 3
+    conv_flops = 2 * 256 * 75 * 100 * 256 * 3 * 3
+    dtypes = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+    out = {}
+    with torch.no_grad():
+        for p in precisions:
+            ap, bp, xp, wp = (t.to(dtypes[p]) for t in (a, b, x, w))
+            out[p] = dict(mm=best_gflops(mm_flops, lambda: torch.mm(ap, bp)),
+                          conv=best_gflops(conv_flops, lambda: F.conv2d(xp, wp, padding=1)))
+    return out
+
+
+def count_conv_flops(model, fn):
+    """Runs fn() and returns the FLOPs of the nn.Conv2d forwards it ran (a multiply-add = 2)."""
+    total = 0
+
+    def hook(m, _inputs, out):
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += 2 * out.numel() * (m.in_channels // m.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+precision = job.get('precision', 'fp32')
+# The bf16 baseline: PyTorch's own CPU mixed precision, as its AMP recipe applies it.
+autocast = (lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if precision == 'bf16' else contextlib.nullcontext
+
+if job['task'] == 'ceiling':
+    result = dict(side='pytorch', task='ceiling', threads=torch.get_num_threads(), torchVersion=torch.__version__,
+                  ceiling=measure_ceiling(job['precisions']))
+    send('READY {}')
+    for command in sys.stdin:
+        if command.strip() == 'end':
+            break
+    send('RESULT ' + json.dumps(result))
+    sys.exit(0)
+
 encoder, decoder = job['model'].split('-')
 t0 = time.perf_counter()
 model = SegmentationModule(encoder, decoder)
 apply_procedural(model)
-result = dict(side='pytorch', model=job['model'], task=job['task'], threads=torch.get_num_threads(),
+result = dict(side='pytorch', model=job['model'], task=job['task'], precision=precision, threads=torch.get_num_threads(),
               createMs=(time.perf_counter() - t0) * 1000, torchVersion=torch.__version__)
+# Forward + backward of a convolution ~ 3 forwards (the input gradient and the weight gradient).
+conv_flops_per_forward_flop = 3 if job['task'] == 'train' else 1
 
 if job['task'] == 'infer':
     model.eval()
@@ -66,7 +143,8 @@ if job['task'] == 'infer':
         with torch.no_grad():
             scores = torch.zeros(1, num_class, H, W)
             for x in inputs:
-                pred_tmp = model.infer(x, (H, W))
+                with autocast():
+                    pred_tmp = model.infer(x, (H, W))
                 scores = scores + pred_tmp / len(inputs)
             _, pred = torch.max(scores, dim=1)
         return pred
@@ -81,9 +159,10 @@ elif job['task'] == 'train':
 
     def run():
         model.zero_grad()
-        loss, acc = model(x, label)
-        loss = loss.mean()
-        acc = acc.mean()
+        with autocast():
+            loss, acc = model(x, label)
+            loss = loss.mean()
+            acc = acc.mean()
         loss.backward()
         for o in optimizers:
             o.step()
@@ -102,7 +181,10 @@ for command in sys.stdin:
     command = command.strip()
     if command in ('warmup', 'rep'):
         t = time.perf_counter()
-        run()
+        if 'convFlops' in result:
+            run()
+        else:  # the hooks' cost (a Python call per convolution) is negligible, and normally untimed
+            result['convFlops'] = count_conv_flops(model, run) * conv_flops_per_forward_flop
         ms = (time.perf_counter() - t) * 1000
         result['times' if command == 'rep' else 'warmupTimes'].append(ms)
         send(f'DONE {ms}')
