@@ -7,8 +7,13 @@
 namespace segtool::nn {
 namespace {
 
-// nn.ReLU6(inplace=True) = F.hardtanh(x, 0, 6, inplace=True)
-at::Tensor relu6_inplace(at::Tensor x) { return at::hardtanh_(x, 0.0, 6.0); }
+// nn.ReLU6(inplace=True) = F.hardtanh(x, 0, 6, inplace=True). LibTorch 1.13 has no bfloat16 CPU
+// kernel for hardtanh's backward: bf16 activations use clamp, the same forward (its gradient
+// differs only at exactly 0 and 6, where hardtanh passes none).
+at::Tensor relu6_inplace(at::Tensor x) {
+  if (x.scalar_type() == at::kBFloat16) return x.clamp_(0.0, 6.0);
+  return at::hardtanh_(x, 0.0, 6.0);
+}
 
 struct ConvBn {
   Conv2d conv;

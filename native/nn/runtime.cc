@@ -184,9 +184,9 @@ ForwardScope::~ForwardScope() {
   }
 }
 
-at::Tensor ForwardScope::input(const at::Tensor& x) const {
+at::Tensor ForwardScope::input(const at::Tensor& x, bool prefer_channels_last) const {
   at::Tensor out = x.device() == device_ ? x : x.to(device_, /*non_blocking=*/false);
-  if (options_.channels_last && out.dim() == 4) out = out.contiguous(at::MemoryFormat::ChannelsLast);
+  if ((options_.channels_last || prefer_channels_last) && out.dim() == 4) out = out.contiguous(at::MemoryFormat::ChannelsLast);
   return out;
 }
 

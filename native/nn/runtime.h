@@ -69,8 +69,10 @@ class ForwardScope {
   ForwardScope(const ForwardScope&) = delete;
   ForwardScope& operator=(const ForwardScope&) = delete;
 
-  // x on the model's device, in channels-last memory format when asked for (4-D inputs).
-  at::Tensor input(const at::Tensor& x) const;
+  // x on the model's device, in channels-last memory format when asked for (4-D inputs) or when
+  // `prefer_channels_last` (the fused CPU inference graph: oneDNN's convolutions take NHWC
+  // activations as they are, where NCHW ones are reordered in and out of every call).
+  at::Tensor input(const at::Tensor& x, bool prefer_channels_last = false) const;
   // Logits for the loss/softmax: float32 when autocast produced a lower precision.
   at::Tensor output(const at::Tensor& logits) const;
   bool autocast() const { return autocast_; }
