@@ -169,10 +169,15 @@ SegmentationModel::DecoderOutputs SegmentationModel::run(const at::Tensor& input
   decoder_ctx.fuse_dtype = scope.compute_dtype();
   ForwardContext encoder_ctx = decoder_ctx;
   if (options_.encoder == "hrnetv2") encoder_ctx.bn_momentum = options_.hrnet_bn_momentum;
-  // The fused graph on the CPU runs channels-last (measured 1.04-1.3x, docs/performance.md).
-  const bool fused_cpu = decoder_ctx.fuse != nullptr && device().is_cpu();
-  DecoderOutput out =
-      decoder_->forward(encoder_->forward(scope.input(input, fused_cpu), encoder_ctx), decoder_ctx, with_deepsup);
+  // Channels-last where it measured faster on the CPU (docs/performance.md): the fused inference
+  // graph (1.04-1.3x), and MobileNetV2 with gradients, whose depthwise convolutions' NCHW
+  // backward is a slow non-oneDNN path (training step 2.4x); ResNet/HRNet training gains
+  // nothing and UPerNet's loses, so they stay as they are.
+  const bool cpu = device().is_cpu();
+  const bool prefer_channels_last =
+      cpu && (decoder_ctx.fuse != nullptr || (at::GradMode::is_enabled() && options_.encoder == "mobilenetv2dilated"));
+  DecoderOutput out = decoder_->forward(encoder_->forward(scope.input(input, prefer_channels_last), encoder_ctx),
+                                        decoder_ctx, with_deepsup);
   return {scope.output(out.logits), scope.output(out.deepsup_logits)};
 }
 
