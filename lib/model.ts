@@ -30,7 +30,7 @@ export interface ModelOptions {
   init?: 'reference' | 'procedural';
   /** Where the model computes: 'cpu' (default), 'cuda' or 'cuda:N'. Inputs are copied there, outputs come back on the CPU. */
   device?: DeviceName;
-  /** 'fp32' (default) or 'bf16' (autocast on CUDA only). */
+  /** 'fp32' (default) or 'bf16' (bfloat16 convolutions: CUDA, or a CPU with AVX512-BF16 or AMX; ERR_DEVICE elsewhere). */
   precision?: Precision;
   /** Inputs in channels-last memory format (CPU and CUDA). */
   channelsLast?: boolean;
@@ -596,15 +596,15 @@ export class SegmentationModel {
 
   /**
    * Moves the model (parameters, buffers, SGD momentum) to `device`: 'cpu', 'cuda' or 'cuda:N'.
-   * ERR_DEVICE when this build or machine has no such device; bf16 precision needs a CUDA device.
+   * ERR_DEVICE when this build or machine has no such device; bf16 precision on the CPU needs AVX512-BF16 or AMX.
    */
   to(device: DeviceName): Promise<void> {
     const target = checkDevice('device', device);
-    // bf16 on a CPU target is refused natively (ERR_INVALID_ARG) when the move runs.
+    // bf16 on a CPU without bf16 instructions is refused natively (ERR_INVALID_ARG) when the move runs.
     return this.#enqueue(() => this.#model.to(target));
   }
 
-  /** Precision ('fp32' | 'bf16', CUDA only), channels-last inputs, cuDNN benchmark mode and the fused inference graph for later calls. */
+  /** Precision ('fp32' | 'bf16'; bf16 on the CPU needs AVX512-BF16 or AMX), channels-last inputs, cuDNN benchmark mode and the fused inference graph for later calls. */
   setRuntime(options: RuntimeOptions): void {
     if (!options || typeof options !== 'object') throw invalid('options', 'an object', options);
     for (const key of Object.keys(options)) {

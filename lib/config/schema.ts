@@ -104,7 +104,7 @@ export type Precision = (typeof PRECISIONS)[number];
 export interface RuntimeConfig {
   /** 'cpu', 'cuda' or 'cuda:N'. */
   device: string;
-  /** 'fp32', or 'bf16' autocast (CUDA only). */
+  /** 'fp32', or 'bf16' (CUDA, or a CPU with AVX512-BF16 or AMX: checked when the model is made). */
   precision: Precision;
   channels_last: boolean;
   cudnn_benchmark: boolean;
