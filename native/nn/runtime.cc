@@ -22,46 +22,28 @@
 namespace segtool::nn {
 namespace {
 
-bool cpu_enabled(bool enabled) {
+// Autocast on or off for one device type (CPU or CUDA); returns the previous setting.
+bool set_autocast_enabled(at::DeviceType type, bool enabled) {
 #ifdef SEGTOOL_AUTOCAST_DEVICE_API
-  const bool previous = at::autocast::is_autocast_enabled(at::kCPU);
-  at::autocast::set_autocast_enabled(at::kCPU, enabled);
+  const bool previous = at::autocast::is_autocast_enabled(type);
+  at::autocast::set_autocast_enabled(type, enabled);
 #else
-  const bool previous = at::autocast::is_cpu_enabled();
-  at::autocast::set_cpu_enabled(enabled);
+  const bool cuda = type == at::kCUDA;
+  const bool previous = cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+  cuda ? at::autocast::set_enabled(enabled) : at::autocast::set_cpu_enabled(enabled);
 #endif
   return previous;
 }
 
-at::ScalarType cpu_dtype(at::ScalarType dtype) {
+// Autocast's lower-precision dtype for one device type; returns the previous one.
+at::ScalarType set_autocast_dtype(at::DeviceType type, at::ScalarType dtype) {
 #ifdef SEGTOOL_AUTOCAST_DEVICE_API
-  const at::ScalarType previous = at::autocast::get_autocast_dtype(at::kCPU);
-  at::autocast::set_autocast_dtype(at::kCPU, dtype);
+  const at::ScalarType previous = at::autocast::get_autocast_dtype(type);
+  at::autocast::set_autocast_dtype(type, dtype);
 #else
-  const at::ScalarType previous = at::autocast::get_autocast_cpu_dtype();
-  at::autocast::set_autocast_cpu_dtype(dtype);
-#endif
-  return previous;
-}
-
-bool cuda_enabled(bool enabled) {
-#ifdef SEGTOOL_AUTOCAST_DEVICE_API
-  const bool previous = at::autocast::is_autocast_enabled(at::kCUDA);
-  at::autocast::set_autocast_enabled(at::kCUDA, enabled);
-#else
-  const bool previous = at::autocast::is_enabled();
-  at::autocast::set_enabled(enabled);
-#endif
-  return previous;
-}
-
-at::ScalarType cuda_dtype(at::ScalarType dtype) {
-#ifdef SEGTOOL_AUTOCAST_DEVICE_API
-  const at::ScalarType previous = at::autocast::get_autocast_dtype(at::kCUDA);
-  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
-#else
-  const at::ScalarType previous = at::autocast::get_autocast_gpu_dtype();
-  at::autocast::set_autocast_gpu_dtype(dtype);
+  const bool cuda = type == at::kCUDA;
+  const at::ScalarType previous = cuda ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+  cuda ? at::autocast::set_autocast_gpu_dtype(dtype) : at::autocast::set_autocast_cpu_dtype(dtype);
 #endif
   return previous;
 }
@@ -166,8 +148,8 @@ ForwardScope::ForwardScope(const RuntimeOptions& options, const at::Device& devi
   if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(options_.cudnn_benchmark);
   if (options_.precision != Precision::Bf16) return;
   autocast_ = true;
-  previous_autocast_ = device_.is_cuda() ? cuda_enabled(true) : cpu_enabled(true);
-  previous_dtype_ = device_.is_cuda() ? cuda_dtype(at::kBFloat16) : cpu_dtype(at::kBFloat16);
+  previous_autocast_ = set_autocast_enabled(device_.type(), true);
+  previous_dtype_ = set_autocast_dtype(device_.type(), at::kBFloat16);
   at::autocast::increment_nesting();
 }
 
@@ -175,13 +157,8 @@ ForwardScope::~ForwardScope() {
   if (!autocast_) return;
   // Leaving the outermost autocast region frees its cache of casted weights.
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  if (device_.is_cuda()) {
-    cuda_enabled(previous_autocast_);
-    cuda_dtype(previous_dtype_);
-  } else {
-    cpu_enabled(previous_autocast_);
-    cpu_dtype(previous_dtype_);
-  }
+  set_autocast_enabled(device_.type(), previous_autocast_);
+  set_autocast_dtype(device_.type(), previous_dtype_);
 }
 
 at::Tensor ForwardScope::input(const at::Tensor& x, bool prefer_channels_last) const {
