@@ -67,7 +67,7 @@ export interface SegmenterOptions {
   /**
    * 'fp32', or 'bf16': bfloat16 convolutions (CUDA, or a CPU with AVX512-BF16 or AMX; ERR_DEVICE
    * elsewhere, see cpuStatus()). Default: the config's TEST.precision ('fp32'). On this project's
-   * CPU, bf16 predictions agree with float32 on 99.8 % or more of the pixels (README, "bf16").
+   * CPU, bf16 predictions agreed with float32 on 99.6 % or more of the pixels (README, "bfloat16 on the CPU").
    */
   precision?: Precision;
   /** LibTorch threads. Process-wide: it applies to every model in the process. Default: unchanged (SEGTOOL_THREADS, OMP_NUM_THREADS or all cores). */
