@@ -2,6 +2,7 @@
 
 #include <ATen/ops/cat.h>
 
+
 #include <stdexcept>
 
 #include "ops/ppm_pool.h"
@@ -62,14 +63,15 @@ class PPM : public Decoder {
                         bool with_deepsup) const override {
     const at::Tensor& conv5 = conv_out.back();
     const int64_t h = conv5.size(2), w = conv5.size(3);
-    std::vector<at::Tensor> pyramid = {conv5};
     std::vector<at::Tensor> pooled = pool_pyramid(conv5);
-    for (int i = 0; i < 4; ++i) {
-      at::Tensor p = conv_bn(ppm_conv_[i], ppm_bn_[i], pooled[i], ctx).relu_();
-      pyramid.push_back(upsample_bilinear(p, h, w));
-    }
-    at::Tensor x = conv_bn(last_conv_, last_bn_, at::cat(pyramid, 1), ctx).relu_();
-    pyramid.clear();
+    // conv_last over cat(conv5, the four upsampled branches); in the fused graph one block at a
+    // time (conv_bn_of_concat).
+    at::Tensor x = conv_bn_of_concat(last_conv_, last_bn_, 5, [&](int i) {
+      if (i == 0) return conv5;
+      at::Tensor p = conv_bn(ppm_conv_[i - 1], ppm_bn_[i - 1], pooled[i - 1], ctx).relu_();
+      pooled[i - 1].reset();
+      return upsample_bilinear(p, h, w);
+    }, ctx).relu_();
     DecoderOutput out;
     out.logits = classifier_(dropout2d(x, ctx));
     if (deepsup_ && with_deepsup) {
@@ -125,9 +127,14 @@ class UPerNet : public Decoder {
       f = lateral.add(upsample_bilinear(f, lateral.size(2), lateral.size(3)));
       fpn[i] = fpn_out_[i](f, ctx);
     }
+    // The fusion conv over cat(P2, up(P3), up(P4), up(P5)), one level upsampled at a time in
+    // the fused graph (conv_bn_of_concat).
     const int64_t oh = fpn[0].size(2), ow = fpn[0].size(3);
-    for (int i = 1; i < 4; ++i) fpn[i] = upsample_bilinear(fpn[i], oh, ow);
-    at::Tensor x = fusion_(at::cat(fpn, 1), ctx);
+    at::Tensor x = conv_bn_of_concat(fusion_.conv, fusion_.bn, 4, [&](int i) {
+      at::Tensor level = upsample_bilinear(fpn[i], oh, ow);
+      fpn[i].reset();
+      return level;
+    }, ctx).relu_();
     return {classifier_(x), at::Tensor()};
   }
 

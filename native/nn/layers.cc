@@ -1,6 +1,7 @@
 #include "nn/layers.h"
 
 #include <ATen/ops/batch_norm.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/feature_dropout.h>
@@ -74,6 +75,33 @@ at::Tensor conv_bn(const Conv2d& conv, const BatchNorm2d& bn, const at::Tensor& 
   const FuseCache::Folded& f = ctx.fuse->get(conv, bn, ctx.bn_eps, ctx.fuse_dtype);
   return at::conv2d(x, f.weight, f.bias, {conv.stride, conv.stride}, {conv.padding, conv.padding},
                     {conv.dilation, conv.dilation}, conv.groups);
+}
+
+at::Tensor conv_bn_of_concat(const Conv2d& conv, const BatchNorm2d& bn, int parts,
+                             const std::function<at::Tensor(int)>& part, const ForwardContext& ctx) {
+  if (!ctx.fuse) {
+    std::vector<at::Tensor> blocks;
+    for (int i = 0; i < parts; ++i) blocks.push_back(part(i));
+    at::Tensor x = at::cat(blocks, 1);
+    blocks.clear();
+    return conv_bn(conv, bn, x, ctx);
+  }
+  const FuseCache::Folded& f = ctx.fuse->get(conv, bn, ctx.bn_eps, ctx.fuse_dtype);
+  at::Tensor sum;
+  int64_t first_channel = 0;
+  for (int i = 0; i < parts; ++i) {
+    at::Tensor block = part(i);
+    const int64_t channels = block.size(1);
+    at::Tensor weight = f.weight.narrow(1, first_channel, channels).contiguous(f.weight.suggest_memory_format());
+    first_channel += channels;
+    at::Tensor y = at::conv2d(block, weight, i == 0 ? f.bias : at::Tensor(), {conv.stride, conv.stride},
+                              {conv.padding, conv.padding}, {conv.dilation, conv.dilation}, conv.groups);
+    block.reset();
+    sum = i == 0 ? y : sum.add_(y);
+  }
+  TORCH_CHECK(first_channel == f.weight.size(1), "conv_bn_of_concat: the blocks have ", first_channel,
+              " channels, the convolution takes ", f.weight.size(1));
+  return sum;
 }
 
 ConvBnRelu::ConvBnRelu(const Scope& scope, int64_t in, int64_t out, int64_t kernel, int64_t stride)
