@@ -36,6 +36,10 @@ export interface BuildInfo {
   cpuAmxBf16: boolean;
   /** Why precision 'bf16' cannot run on this CPU; '' when it can. */
   cpuBf16Unsupported: string;
+  /** glibc's mmap threshold as segtool fixed it at load from SEGTOOL_MMAP_THRESHOLD (bytes), or
+   * null when left to the C library (the default); `mallocSetting` says which and why. */
+  mallocMmapThreshold: number | null;
+  mallocSetting: string;
   mkldnn: boolean;
   openmp: boolean;
   parallel: string;
@@ -302,7 +306,20 @@ function prepareEnvironment(): void {
   // needs: training steps measured 2-10x slower, erratically, on a busy 2-core machine.
   // Passive unless the user chose.
   process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+  // Read by the addon when it loads (nn/runtime.h, configure_malloc); the addon ignores a bad
+  // value rather than fail to load, so it is refused here, before.
+  const threshold = process.env['SEGTOOL_MMAP_THRESHOLD'];
+  if (threshold !== undefined && threshold !== '' && !(/^\d+$/.test(threshold) && Number(threshold) <= MAX_MMAP_THRESHOLD)) {
+    throw new SegtoolError(
+      'ERR_CONFIG',
+      `SEGTOOL_MMAP_THRESHOLD=${JSON.stringify(threshold)} in the environment: expected the bytes from which malloc maps each ` +
+        `block on its own, an integer from 0 (glibc's dynamic threshold, the default) to ${MAX_MMAP_THRESHOLD}, e.g. 1048576`,
+    );
+  }
 }
+
+/** glibc's largest mmap threshold (HEAP_MAX_SIZE / 2 on 64-bit). */
+const MAX_MMAP_THRESHOLD = 32 * 1024 * 1024;
 
 /** The first candidate that exists, if any. */
 function findAddon(): string | undefined {

@@ -15,6 +15,28 @@ test('build info names the LibTorch version and the thread count', async () => {
   assert.equal(typeof info.cuda, 'boolean');
 });
 
+test('SEGTOOL_MMAP_THRESHOLD fixes malloc\'s mmap threshold when the addon loads; a bad value is refused by name', () => {
+  const line = (r) => r.stdout.split('\n').find((l) => l.startsWith('malloc mmap threshold'));
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'SEGTOOL_MMAP_THRESHOLD' && k !== 'MALLOC_MMAP_THRESHOLD_'));
+  const run = (env) => spawnSync(process.execPath, ['bin/segtool', 'info', '--no-measure'], { env: { ...clean, ...env }, encoding: 'utf8' });
+  let r = run({});
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(line(r), /glibc's dynamic threshold/);
+  r = run({ SEGTOOL_MMAP_THRESHOLD: '1048576' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(line(r), /: 1048576 bytes \(SEGTOOL_MMAP_THRESHOLD\)/);
+  r = run({ SEGTOOL_MMAP_THRESHOLD: '0' });
+  assert.match(line(r), /glibc's dynamic threshold/);
+  // glibc's own variable wins: segtool leaves malloc alone.
+  r = run({ SEGTOOL_MMAP_THRESHOLD: '1048576', MALLOC_MMAP_THRESHOLD_: '65536' });
+  assert.match(line(r), /left to glibc: MALLOC_MMAP_THRESHOLD_ is set/);
+  for (const bad of ['1MB', '-1', '33554433']) {
+    r = run({ SEGTOOL_MMAP_THRESHOLD: bad });
+    assert.notEqual(r.status, 0, `${bad} accepted`);
+    assert.match(r.stderr, new RegExp(`SEGTOOL_MMAP_THRESHOLD="${bad}" in the environment: expected .* integer from 0 .* to 33554432`));
+  }
+});
+
 test('LibTorch errors become SegtoolError ERR_NATIVE without a C++ backtrace', async () => {
   await assert.rejects(native().matmulBenchmark(-3, 1), (e) => {
     assert.ok(e instanceof SegtoolError, 'instanceof SegtoolError');

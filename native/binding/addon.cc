@@ -67,6 +67,12 @@ Napi::Value build_info(const Napi::CallbackInfo& info) {
   out.Set("cpuAvx512Bf16", cpu.avx512_bf16);
   out.Set("cpuAmxBf16", cpu.amx_bf16);
   out.Set("cpuBf16Unsupported", segtool::nn::cpu_bf16_unsupported_reason());
+  const segtool::nn::MallocSetting& malloc_setting = segtool::nn::configure_malloc();
+  if (malloc_setting.mmap_threshold > 0)
+    out.Set("mallocMmapThreshold", static_cast<double>(malloc_setting.mmap_threshold));
+  else
+    out.Set("mallocMmapThreshold", env.Null());
+  out.Set("mallocSetting", malloc_setting.source);
   out.Set("mkldnn", at::hasMKLDNN());
   out.Set("openmp", at::hasOpenMP());
   out.Set("parallel", at::get_parallel_info());
@@ -143,6 +149,7 @@ Napi::Value matmul_benchmark(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  segtool::nn::configure_malloc();
   auto* state = new AddonState();
   env.SetInstanceData<AddonState>(state);  // deleted by Node when this environment exits
   state->tensor_class = Napi::Persistent(TensorHandle::define(env));

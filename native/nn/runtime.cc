@@ -7,6 +7,9 @@
 
 #include <cctype>
 #include <cstdlib>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define SEGTOOL_X86 1
@@ -96,6 +99,48 @@ std::string cpu_bf16_unsupported_reason() {
 #else
   return "bfloat16 on the CPU is supported on x86-64 with AVX512-BF16 or AMX only";
 #endif
+}
+
+namespace {
+
+MallocSetting apply_malloc_setting() {
+  MallocSetting setting;
+  const char* value = std::getenv("SEGTOOL_MMAP_THRESHOLD");
+  if (!value || std::string(value).empty() || std::string(value) == "0") {
+    setting.source = "glibc's dynamic threshold (SEGTOOL_MMAP_THRESHOLD unset or 0)";
+    return setting;
+  }
+#ifdef __GLIBC__
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_")) {
+    setting.source = "left to glibc: MALLOC_MMAP_THRESHOLD_ is set in the environment";
+    return setting;
+  }
+  char* end = nullptr;
+  const long long threshold = std::strtoll(value, &end, 10);
+  // glibc accepts at most 32 MiB (HEAP_MAX_SIZE / 2 on 64-bit). lib/native.ts refuses a bad value
+  // before loading the addon; a direct user of the addon gets it ignored, said here.
+  if (end == value || *end != '\0' || threshold < 0 || threshold > (int64_t{32} << 20)) {
+    setting.source = std::string("left to glibc: SEGTOOL_MMAP_THRESHOLD=") + value +
+                     " ignored (expected bytes from 0 to 33554432)";
+  } else if (mallopt(M_MMAP_THRESHOLD, static_cast<int>(threshold)) == 1) {
+    setting.mmap_threshold = threshold;
+    setting.source = "SEGTOOL_MMAP_THRESHOLD";
+  } else {
+    setting.source = "left to glibc: mallopt(M_MMAP_THRESHOLD) refused SEGTOOL_MMAP_THRESHOLD";
+  }
+#else
+  setting.source = "left to the C library: not glibc";
+#endif
+  return setting;
+}
+
+}  // namespace
+
+const MallocSetting& configure_malloc() {
+  // A function-local static: applied once per process however many Node environments (worker
+  // threads) load the addon.
+  static const MallocSetting setting = apply_malloc_setting();
+  return setting;
 }
 
 CudaInfo cuda_info() {

@@ -46,6 +46,20 @@ CpuInfo cpu_info();
 // The reason bf16 cannot run on this CPU (empty when it can).
 std::string cpu_bf16_unsupported_reason();
 
+// glibc's malloc raises its mmap threshold to the size of each large block it frees (up to
+// 32 MiB); tensors up to that size then come from the heap, where freed memory stays in the
+// process and fragments: a 5-scale UPerNet pass peaked 300-550 MiB higher than with a fixed
+// 1 MiB threshold, by an amount that depends on the order of earlier allocations. A fixed
+// threshold maps (and zero-fills) every large tensor afresh, which made inference and training
+// 6-33 % slower here, so it is opt-in: SEGTOOL_MMAP_THRESHOLD=BYTES (1 to 32 MiB; 0 or unset
+// leaves glibc's dynamic threshold), applied once per process when the addon loads, unless
+// glibc's own MALLOC_MMAP_THRESHOLD_ is set.
+struct MallocSetting {
+  int64_t mmap_threshold = 0;  // bytes set with mallopt, 0 when left to glibc
+  std::string source;          // why: "SEGTOOL_MMAP_THRESHOLD", or why it was left
+};
+const MallocSetting& configure_malloc();
+
 // A device that cannot be used here (CUDA asked of a CPU-only LibTorch, or device N of fewer).
 class DeviceError : public std::runtime_error {
  public:
