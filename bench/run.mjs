@@ -203,6 +203,8 @@ function machineInfo(native, python) {
     node: process.version,
     libtorch: build.torchVersion,
     segtoolBuild: { mkldnn: build.mkldnn, openmp: build.openmp, cuda: build.cuda },
+    // SEGTOOL_MMAP_THRESHOLD (segtool's side only): peak RSS depends on it.
+    malloc: build.mallocSetting ? { mmapThreshold: build.mallocMmapThreshold, setting: build.mallocSetting } : null,
     baseline: torchPython ? { interpreter: python, torch: torchPython.torch, python: torchPython.python } : null,
   };
 }
@@ -712,6 +714,7 @@ function report(meta, results) {
       `load average ${results.length ? Math.min(...results.filter((r) => r.loadBefore != null).map((r) => r.loadBefore)).toFixed(1) : '?'}` +
       `..${results.length ? Math.max(...results.filter((r) => r.loadBefore != null).map((r) => r.loadBefore)).toFixed(1) : '?'} during the run`,
   );
+  if (machine.malloc) text.push(`segtool's malloc mmap threshold: ${machine.malloc.mmapThreshold === null ? machine.malloc.setting : `${machine.malloc.mmapThreshold} bytes (${machine.malloc.setting})`}`);
   if (meta.bf16LeftOut) text.push(`bf16 columns left out: ${meta.bf16LeftOut}`);
   // (a run of only big, onnx or fuse has no rows here)
   if (rows.length) {
