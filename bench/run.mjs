@@ -714,7 +714,7 @@ function report(meta, results) {
       `load average ${results.length ? Math.min(...results.filter((r) => r.loadBefore != null).map((r) => r.loadBefore)).toFixed(1) : '?'}` +
       `..${results.length ? Math.max(...results.filter((r) => r.loadBefore != null).map((r) => r.loadBefore)).toFixed(1) : '?'} during the run`,
   );
-  if (machine.malloc) text.push(`segtool's malloc mmap threshold: ${machine.malloc.mmapThreshold === null ? machine.malloc.setting : `${machine.malloc.mmapThreshold} bytes (${machine.malloc.setting})`}`);
+  if (machine.malloc) text.push(`segtool's malloc mmap threshold: ${machine.malloc.setting}`);
   if (meta.bf16LeftOut) text.push(`bf16 columns left out: ${meta.bf16LeftOut}`);
   // (a run of only big, onnx or fuse has no rows here)
   if (rows.length) {

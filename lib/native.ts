@@ -37,7 +37,8 @@ export interface BuildInfo {
   /** Why precision 'bf16' cannot run on this CPU; '' when it can. */
   cpuBf16Unsupported: string;
   /** glibc's mmap threshold as segtool fixed it at load from SEGTOOL_MMAP_THRESHOLD (bytes), or
-   * null when left to the C library (the default); `mallocSetting` says which and why. */
+   * null when left to the C library (the default); `mallocSetting` says it in words ("1048576 bytes
+   * (SEGTOOL_MMAP_THRESHOLD)", or why it was left). */
   mallocMmapThreshold: number | null;
   mallocSetting: string;
   mkldnn: boolean;

@@ -47,7 +47,7 @@ export function buildProgram(): Command {
       console.log(`LibTorch ${info.torchVersion}; CUDA ${info.cuda ? 'available' : 'not available'}; ` +
         `custom CUDA kernels ${info.cudaKernels ? 'built' : 'not built'}; oneDNN ${info.mkldnn ? 'yes' : 'no'}`);
       console.log(`threads ${info.threads} of ${info.cores} cores`);
-      console.log(`malloc mmap threshold: ${info.mallocMmapThreshold === null ? info.mallocSetting : `${info.mallocMmapThreshold} bytes (${info.mallocSetting})`}`);
+      console.log(`malloc mmap threshold: ${info.mallocSetting}`);
       if (info.matmulGflops !== undefined) console.log(`float32 matmul ${info.matmulGflops.toFixed(1)} GFLOP/s`);
     });
 

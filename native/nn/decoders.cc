@@ -2,7 +2,6 @@
 
 #include <ATen/ops/cat.h>
 
-
 #include <stdexcept>
 
 #include "ops/ppm_pool.h"

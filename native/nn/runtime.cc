@@ -124,7 +124,7 @@ MallocSetting apply_malloc_setting() {
                      " ignored (expected bytes from 0 to 33554432)";
   } else if (mallopt(M_MMAP_THRESHOLD, static_cast<int>(threshold)) == 1) {
     setting.mmap_threshold = threshold;
-    setting.source = "SEGTOOL_MMAP_THRESHOLD";
+    setting.source = std::to_string(threshold) + " bytes (SEGTOOL_MMAP_THRESHOLD)";
   } else {
     setting.source = "left to glibc: mallopt(M_MMAP_THRESHOLD) refused SEGTOOL_MMAP_THRESHOLD";
   }

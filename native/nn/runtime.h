@@ -51,12 +51,12 @@ std::string cpu_bf16_unsupported_reason();
 // process and fragments: a 5-scale UPerNet pass peaked 300-550 MiB higher than with a fixed
 // 1 MiB threshold, by an amount that depends on the order of earlier allocations. A fixed
 // threshold maps (and zero-fills) every large tensor afresh, which made inference and training
-// take 0.97-1.49x the time here (docs/performance.md section 9), so it is opt-in: SEGTOOL_MMAP_THRESHOLD=BYTES (1 to 32 MiB; 0 or unset
-// leaves glibc's dynamic threshold), applied once per process when the addon loads, unless
-// glibc's own MALLOC_MMAP_THRESHOLD_ is set.
+// take 0.97-1.49x the time here (docs/performance.md section 9), so it is opt-in:
+// SEGTOOL_MMAP_THRESHOLD=BYTES (1 to 32 MiB; 0 or unset leaves glibc's dynamic threshold),
+// applied once per process when the addon loads, unless glibc's own MALLOC_MMAP_THRESHOLD_ is set.
 struct MallocSetting {
   int64_t mmap_threshold = 0;  // bytes set with mallopt, 0 when left to glibc
-  std::string source;          // why: "SEGTOOL_MMAP_THRESHOLD", or why it was left
+  std::string source;          // for people: "N bytes (SEGTOOL_MMAP_THRESHOLD)", or why it was left
 };
 const MallocSetting& configure_malloc();
 
